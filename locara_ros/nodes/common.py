@@ -1,0 +1,109 @@
+"""Shared plumbing for locara_ros nodes: QoS profiles, parameters, ready log, main()."""
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Sequence
+
+import rclpy
+import rclpy.logging
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from rcl_interfaces.msg import ParameterDescriptor
+
+# The marker test helpers wait for (locara_ros.testing.processes.READY_MARKER).
+READY_MARKER = "locara:ready"
+
+# Audio chunks and camera frames: best effort, keep the newest (a late chunk is worthless).
+SENSOR_QOS = qos_profile_sensor_data
+# Audio chunks between our own nodes on one machine: reliable (no holes in the PCM the recognizer
+# sees) but shallow, so a stalled subscriber drops old chunks instead of blocking the publisher.
+AUDIO_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
+                       reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.VOLATILE)
+# "info" topics (AudioInfo): latched, so late joiners learn the format.
+LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# Transcripts, commands: reliable, a few deep.
+RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                          reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.VOLATILE)
+# voice/events: the control lane; deeper so a burst of events is never dropped.
+EVENTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
+                        reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.VOLATILE)
+# voice/reply token stream: every chunk matters for the sentence splitter.
+STREAM_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200,
+                        reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.VOLATILE)
+
+
+def declare(node: Node, name: str, default: Any, description: str, *,
+            read_only: bool = False) -> Any:
+    """Declare one parameter with a description and return its value."""
+    descriptor = ParameterDescriptor(description=description, read_only=read_only)
+    if isinstance(default, list) and not default:
+        # An empty list has no element type; declare it as a string array.
+        descriptor.type = Parameter.Type.STRING_ARRAY.value
+        return node.declare_parameter(name, Parameter.Type.STRING_ARRAY, descriptor).value or []
+    return node.declare_parameter(name, default, descriptor).value
+
+
+def announce_ready(node: Node, what: str, load_seconds: float | None = None) -> None:
+    """The one log line that says a node is up (tests and users wait for it)."""
+    timing = f" (models loaded in {load_seconds:.2f} s)" if load_seconds is not None else ""
+    node.get_logger().info(f"{what} ready{timing} [{READY_MARKER}]")
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(ns: int, msg_type: type | None = None) -> Any:
+    from builtin_interfaces.msg import Time
+    t = (msg_type or Time)()
+    t.sec, t.nanosec = divmod(int(ns), 1_000_000_000)
+    return t
+
+
+def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None,
+             num_threads: int = 4) -> int:
+    """main() for every node: init, build, spin a multi-threaded executor, clean shutdown.
+
+    A node whose constructor raises (e.g. a model that fails to load) logs the reason and exits
+    with code 1, so `ros2 launch` and the test helpers see it at start-up.
+    """
+    rclpy.init(args=list(args) if args is not None else sys.argv)
+    node = None
+    code = 0
+    try:
+        try:
+            node = factory()
+        except Exception as e:  # noqa: BLE001 - report any start-up failure and exit non-zero
+            rclpy.logging.get_logger("locara_ros").fatal(f"start-up failed: {e}")
+            return 1
+        executor = MultiThreadedExecutor(num_threads=num_threads)
+        executor.add_node(node)
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            executor.shutdown()
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if callable(close):
+                close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return code
