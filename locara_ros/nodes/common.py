@@ -107,3 +107,16 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None,
         if rclpy.ok():
             rclpy.try_shutdown()
     return code
+
+
+def voice_event(node: Node, event_type: int, *, utterance_id: str = "", text: str = "",
+                detail: str = "", value: float = 0.0, stamp_ns: int | None = None) -> Any:
+    """A VoiceEvent from this node (stamp: now, or the given capture time)."""
+    from locara_ros.msg import VoiceEvent
+    msg = VoiceEvent(type=event_type, source=node.get_fully_qualified_name(),
+                     utterance_id=utterance_id, text=text, detail=detail, value=float(value))
+    if stamp_ns is None:
+        msg.header.stamp = node.get_clock().now().to_msg()
+    else:
+        msg.header.stamp = ns_to_stamp(stamp_ns)
+    return msg
