@@ -101,6 +101,22 @@ class NodeProcess:
                    ready_pattern=ready_pattern)
 
     @classmethod
+    def from_spec(cls, spec, *, log_dir: str, namespace: str = "",
+                  extra_params_files: Iterable[str] = (),
+                  params: Mapping[str, object] | None = None,
+                  env: Mapping[str, str] | None = None) -> NodeProcess:
+        """A node of a topology (locara_ros.core.topology.NodeSpec), started exactly as the
+        launch files start it: the topology's config files, then extra files, then its params
+        (then `params`, for test-only overrides), and its remaps."""
+        from ament_index_python.packages import get_package_share_directory
+        config_dir = Path(get_package_share_directory("locara_ros")) / "config"
+        files = [str(config_dir / f) for f in spec.params_files] + list(extra_params_files)
+        merged = {**dict(spec.params), **dict(params or {})}
+        return cls.node(spec.executable, log_dir=log_dir, name=spec.name,
+                        namespace=namespace or None, params_files=files, params=merged,
+                        remaps=spec.remaps, env=env, label=spec.name)
+
+    @classmethod
     def python(cls, script: str, *args: str, log_dir: str, label: str,
                env: Mapping[str, str] | None = None,
                ready_pattern: str | None = READY_MARKER) -> NodeProcess:
