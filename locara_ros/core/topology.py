@@ -8,6 +8,8 @@ rclpy or launch.
 
 Topologies:
 
+Every topology also runs ``turn_metrics`` (voice/metrics) on the robot.
+
 * ``on_robot`` - all five nodes on the robot with the small packaged models.
 * ``off_board`` with ``offboard_mode=ros`` - the robot runs mic_capture, asr and tts (it keeps
   hearing and speaking without Wi-Fi); the server runs command_parser and vlm in the same ROS
@@ -154,9 +156,12 @@ def build(options: TopologyOptions) -> list[NodeSpec]:
                          "camera/image_raw/compressed": f"{o.camera_topic}/compressed"}
     vlm = NodeSpec("vlm", "vlm", parser_role, files, _drop_empty(vlm_params), camera_remaps)
 
-    specs = [mic, asr, parser, tts]
+    metrics = NodeSpec("turn_metrics", "turn_metrics", "robot", files)
+    # Consumers first, the microphone last: a file source starts replaying as soon as it is up.
+    specs = [metrics, asr, parser, tts]
     if vision_configured(o):
         specs.append(vlm)
+    specs.append(mic)
     if o.role != "all":
         specs = [s for s in specs if s.role == o.role]
     return specs
