@@ -1,0 +1,303 @@
+"""The locara_ros demo: the on-robot topology end to end, printed as it happens.
+
+  bash tools/demo.sh                       # sample audio + sample image shipped in samples/
+  bash tools/demo.sh --wav my.wav          # your own recording (any rate/channels)
+  bash tools/demo.sh --live                # live microphone (PortAudio) and your camera topic
+
+It starts the node executables exactly as locara_ros.core.topology describes the on-robot
+topology (the same description the launch files use), plays the role of a camera driver (the
+sample image on camera/image_raw) and of a planner (it listens to voice/command and calls
+vision/ask), prints partial and final transcripts, commands, replies, events and per-turn
+timings, and saves the robot's speech (audio/tts) to out/demo/robot_speech.wav.
+
+Vision: no vision-language weights are packaged anywhere this project can install from. Give
+real ones with --vlm-model/--vlm-mmproj/--vlm-chat-handler; without them the demo generates the
+tiny random-weight test model (test/support/tiny_vlm.py) so that the image really goes through
+llama.cpp's image encoder, projector and text generation, and labels its answers as noise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Printer:
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.lock = threading.Lock()
+        self.lines: list[str] = []
+
+    def __call__(self, tag: str, text: str) -> None:
+        line = f"[{time.monotonic() - self.t0:7.2f}s] {tag:<11} {text}"
+        with self.lock:
+            self.lines.append(line)
+            print(line, flush=True)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--wav", default=str(ROOT / "samples" / "command.wav"),
+                   help="audio file the microphone replays (default: the shipped sample)")
+    p.add_argument("--image", default=str(ROOT / "samples" / "scene.png"),
+                   help="image published as the camera (default: the shipped sample)")
+    p.add_argument("--live", action="store_true",
+                   help="live microphone and camera: no file replay, no image publishing")
+    p.add_argument("--camera-topic", default="camera/image_raw")
+    p.add_argument("--whisper-model", default="", help="tiny.en (default), base or a path")
+    p.add_argument("--llm-model", default="", help="GGUF path (default: packaged SmolLM2-135M)")
+    p.add_argument("--vlm-model", default="")
+    p.add_argument("--vlm-mmproj", default="")
+    p.add_argument("--vlm-chat-handler", default="")
+    p.add_argument("--no-vision", action="store_true", help="do not start the vlm node")
+    p.add_argument("--out", default=str(ROOT / "out" / "demo"))
+    p.add_argument("--timeout", type=float, default=240.0,
+                   help="give up after this many seconds (file mode)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    from locara_ros.core.topology import TopologyOptions, build
+    from locara_ros.testing.domain import DomainLease
+    from locara_ros.testing.processes import NodeProcess, ProcessGroup
+
+    say = Printer()
+    lease = None
+    if not args.live:  # a private domain so the demo never talks to a real robot by accident
+        lease = DomainLease()
+        say("setup", f"ROS_DOMAIN_ID={lease.acquire()} (private, localhost only)")
+
+    vlm_model, vlm_mmproj, handler = args.vlm_model, args.vlm_mmproj, args.vlm_chat_handler
+    random_vlm = False
+    if not args.no_vision and not vlm_model:
+        sys.path.insert(0, str(ROOT / "test"))
+        from support.tiny_vlm import make_tiny_vlm
+        vlm_model, vlm_mmproj, handler = (str(x) for x in make_tiny_vlm(out / "tiny_vlm"))
+        random_vlm = True
+        say("setup", "vision: no VLM weights are packaged; using the tiny RANDOM-weight test "
+                     "model (its answers are noise; give --vlm-model for real ones)")
+
+    options = TopologyOptions(
+        topology="on_robot", mic_source="device" if args.live else "file",
+        mic_file="" if args.live else str(Path(args.wav).resolve()),
+        camera_topic=args.camera_topic, whisper_model=args.whisper_model,
+        llm_model=args.llm_model, vlm_model=vlm_model, vlm_mmproj=vlm_mmproj,
+        vlm_chat_handler=handler, tts_output="both" if args.live else "topic")
+    specs = build(options)
+
+    from locara_ros.testing.inprocess import RosHarness
+    ros = RosHarness()
+    group = ProcessGroup(str(out / "logs"))
+    watcher = DemoWatcher(ros, say, args.camera_topic, None if args.live else args.image)
+    code = 1
+    try:
+        for spec in specs:
+            say("start", f"{spec.name} ({spec.executable}) {dict(spec.params) or ''}")
+            group.start(NodeProcess.from_spec(spec, log_dir=str(out / "logs")),
+                               ready_timeout=180)
+            say("ready", spec.name)
+        mic = group.procs[-1]
+        if args.live:
+            say("live", "speak now; Ctrl-C to stop")
+            while all(p.alive for p in group.procs):
+                time.sleep(0.5)
+        else:
+            mic.wait_for_output("file source finished", timeout=args.timeout)
+            say("mic", "sample finished; waiting for the turns to complete")
+            watcher.wait_turns_complete(timeout=min(90.0, args.timeout))
+            if random_vlm or vlm_model:
+                watcher.ask_vision("What is on the table?", random_vlm)
+        code = 0 if watcher.summary(out) else 1
+    except KeyboardInterrupt:
+        say("stop", "interrupted")
+        code = 0 if watcher.summary(out) else 1
+    except Exception as e:  # noqa: BLE001 - print what failed, with the node logs
+        say("error", f"{type(e).__name__}: {e}")
+        print(group.logs(), file=sys.stderr)
+    finally:
+        group.stop_all()
+        ros.shutdown()
+        if lease is not None:
+            lease.release()
+    say("logs", str(out / "logs"))
+    return code
+
+
+class DemoWatcher:
+    """The demo's own ROS node: camera driver, planner and console."""
+
+    def __init__(self, ros, say: Printer, camera_topic: str, image_path: str | None) -> None:
+        from audio_common_msgs.msg import AudioDataStamped, AudioInfo
+        from sensor_msgs.msg import Image
+
+        from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, TurnMetrics, VoiceEvent
+        from locara_ros.nodes.common import (
+            AUDIO_QOS,
+            EVENTS_QOS,
+            LATCHED_QOS,
+            RELIABLE_QOS,
+            SENSOR_QOS,
+            STREAM_QOS,
+        )
+        from locara_ros.srv import AskVision
+
+        self.ros, self.say = ros, say
+        self.node = ros.node("locara_demo")
+        self.VoiceEvent = VoiceEvent
+        self.lock = threading.Lock()
+        self.finals: list = []
+        self.commands: list = []
+        self.replies: dict[str, str] = {}
+        self.metrics: list = []
+        self.audio: list[bytes] = []
+        self.audio_rate = 22050
+        self.last_partial = ""
+        n = self.node
+        n.create_subscription(Transcript, "voice/transcript/partial", self.on_partial, RELIABLE_QOS)
+        n.create_subscription(Transcript, "voice/transcript", self.on_final, RELIABLE_QOS)
+        n.create_subscription(RobotCommand, "voice/command", self.on_command, RELIABLE_QOS)
+        n.create_subscription(ReplyChunk, "voice/reply", self.on_reply, STREAM_QOS)
+        n.create_subscription(VoiceEvent, "voice/events", self.on_event, EVENTS_QOS)
+        n.create_subscription(TurnMetrics, "voice/metrics", self.on_metrics, RELIABLE_QOS)
+        n.create_subscription(AudioDataStamped, "audio/tts", self.on_audio, AUDIO_QOS)
+        n.create_subscription(AudioInfo, "audio/tts/info", self.on_audio_info, LATCHED_QOS)
+        self.ask_client = n.create_client(AskVision, "vision/ask")
+        self.AskVision = AskVision
+        self.image_msg = None
+        if image_path:
+            bgr = cv2.imread(image_path, cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise FileNotFoundError(f"cannot read image {image_path}")
+            msg = Image(height=bgr.shape[0], width=bgr.shape[1], encoding="bgr8",
+                        step=bgr.shape[1] * 3, data=bgr.tobytes())
+            msg.header.frame_id = "camera"
+            self.image_msg = msg
+            self.cam_pub = n.create_publisher(Image, camera_topic, SENSOR_QOS)
+            n.create_timer(0.5, self.publish_frame)  # a slow camera is enough for questions
+
+    def publish_frame(self) -> None:
+        self.image_msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.cam_pub.publish(self.image_msg)
+
+    # ------------------------------------------------------------------ console
+    def on_partial(self, msg) -> None:
+        if msg.text and msg.text != self.last_partial:
+            self.last_partial = msg.text
+            self.say("partial", f'"{msg.text}"')
+
+    def on_final(self, msg) -> None:
+        with self.lock:
+            self.finals.append(msg)
+        self.last_partial = ""
+        self.say("TRANSCRIPT", f'[{msg.utterance_id}] "{msg.text}" (confidence '
+                               f"{msg.confidence:.2f}, {msg.backend})")
+
+    def on_command(self, msg) -> None:
+        with self.lock:
+            self.commands.append(msg)
+        self.say("COMMAND", f"{msg.action} {msg.arguments_json} ({msg.origin})")
+
+    def on_reply(self, msg) -> None:
+        with self.lock:
+            self.replies[msg.utterance_id] = self.replies.get(msg.utterance_id, "") + msg.text
+            done = msg.final or msg.cancelled
+            text = self.replies[msg.utterance_id]
+        if done:
+            state = "cancelled" if msg.cancelled else "complete"
+            self.say("REPLY", f'"{text}" ({state})')
+
+    def on_event(self, msg) -> None:
+        E = self.VoiceEvent
+        names = {E.SPEECH_STARTED: "speech started", E.SPEECH_STOPPED: "speech stopped",
+                 E.SPEAKING_STARTED: "robot speaking", E.SPEAKING_STOPPED: "robot done",
+                 E.BARGE_IN: "BARGE-IN", E.BACKEND_CHANGED: "backend changed",
+                 E.ERROR: "ERROR", E.CANCELLED: "cancelled"}
+        detail = msg.text or msg.detail
+        self.say("event", f"{names.get(msg.type, msg.type)} {msg.source} "
+                          f"{msg.utterance_id} {detail!r}" if detail else
+                 f"{names.get(msg.type, msg.type)} {msg.source} {msg.utterance_id}")
+
+    def on_metrics(self, msg) -> None:
+        with self.lock:
+            self.metrics.append(msg)
+
+        def ms(v: float) -> str:
+            return "-" if v < 0 else f"{v:.0f} ms"
+        self.say("timing", f"[{msg.utterance_id}] after end of speech: transcript "
+                           f"{ms(msg.transcript_ms)}, first reply token "
+                           f"{ms(msg.first_reply_token_ms)}, command {ms(msg.command_ms)}, "
+                           f"first audio {ms(msg.first_audio_ms)}")
+
+    def on_audio_info(self, msg) -> None:
+        self.audio_rate = int(msg.sample_rate)
+
+    def on_audio(self, msg) -> None:
+        with self.lock:
+            self.audio.append(bytes(msg.audio.data))
+
+    # ------------------------------------------------------------------ planner side
+    def wait_turns_complete(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                spoken = [f.utterance_id for f in self.finals if f.text.strip()]
+                measured = {m.utterance_id for m in self.metrics}
+            if spoken and set(spoken) <= measured:
+                return
+            time.sleep(0.2)
+        self.say("warning", f"not every turn completed within {timeout:.0f} s")
+
+    def ask_vision(self, question: str, random_model: bool) -> None:
+        self.say("planner", f'vision/ask "{question}"')
+        try:
+            reply = self.ros.call(self.ask_client, self.AskVision.Request(question=question),
+                                  timeout=120.0)
+        except TimeoutError as e:
+            self.say("vision", f"no answer: {e}")
+            return
+        label = " [random-weight test model: noise]" if random_model else ""
+        self.say("vision", f"success={reply.success} ({reply.message}) frame "
+                           f"{reply.image_stamp.sec}.{reply.image_stamp.nanosec:09d}, "
+                           f"{reply.inference_time:.2f} s{label}: {reply.answer[:120]!r}")
+
+    def summary(self, out: Path) -> bool:
+        with self.lock:
+            pcm = b"".join(self.audio)
+            finals = [f for f in self.finals if f.text.strip()]
+            commands = list(self.commands)
+        if pcm:
+            audio = np.frombuffer(pcm, dtype="<i2")
+            sf.write(str(out / "robot_speech.wav"), audio, self.audio_rate, subtype="PCM_16")
+            self.say("saved", f"{out / 'robot_speech.wav'} ({audio.size / self.audio_rate:.1f} s "
+                              "of robot speech)")
+        record = {
+            "transcripts": [{"utterance_id": f.utterance_id, "text": f.text} for f in finals],
+            "commands": [{"utterance_id": c.utterance_id, "action": c.action,
+                          "arguments": json.loads(c.arguments_json or "{}")} for c in commands],
+            "replies": self.replies,
+            "metrics": [{"utterance_id": m.utterance_id, "transcript_ms": m.transcript_ms,
+                         "first_reply_token_ms": m.first_reply_token_ms,
+                         "command_ms": m.command_ms, "first_audio_ms": m.first_audio_ms}
+                        for m in self.metrics],
+        }
+        (out / "conversation.json").write_text(json.dumps(record, indent=2))
+        self.say("summary", f"{len(finals)} transcript(s), {len(commands)} command(s), "
+                            f"{len(self.replies)} repl(y/ies), {len(self.metrics)} timed turn(s)")
+        return bool(finals)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
