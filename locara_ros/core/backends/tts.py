@@ -1,0 +1,82 @@
+"""Speech synthesis backends (no rclpy).
+
+A :class:`Synthesizer` turns one sentence into audio, yielded chunk by chunk so the caller can
+stop between chunks. :class:`PiperSynthesizer` runs a Piper voice in-process through the ``piper``
+Python API: text never goes through a shell or a subprocess.
+"""
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from locara_ros.core.models import ModelNotFoundError, resolve_piper_voice
+
+log = logging.getLogger(__name__)
+
+
+class SynthesisError(RuntimeError):
+    """A sentence could not be synthesized (the message says why)."""
+
+
+class Synthesizer(abc.ABC):
+    """Text -> mono float32 audio in [-1, 1] at :attr:`sample_rate`."""
+
+    name: str = "synthesizer"
+    sample_rate: int = 22050
+
+    @abc.abstractmethod
+    def synthesize(self, text: str) -> Iterator[np.ndarray]:
+        """Yield audio chunks for `text` (one or more); nothing for text with nothing to say."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free the model."""
+
+
+class PiperSynthesizer(Synthesizer):
+    """A Piper voice (.onnx + .onnx.json); the packaged en_US-joe-medium by default."""
+
+    def __init__(self, voice_path: str = "", *, speaker_id: int | None = None,
+                 length_scale: float | None = None, noise_scale: float | None = None,
+                 noise_w_scale: float | None = None, normalize_audio: bool = True,
+                 use_cuda: bool = False) -> None:
+        onnx, config = resolve_piper_voice(voice_path)
+        try:
+            from piper import PiperVoice, SynthesisConfig
+        except ImportError as e:  # pragma: no cover - piper-tts is in requirements.txt
+            raise ModelNotFoundError(
+                f"Piper voice '{onnx}': the piper-tts package is not installed ({e}); "
+                "pip install piper-tts") from e
+        try:
+            self._voice = PiperVoice.load(str(onnx), config_path=str(config), use_cuda=use_cuda)
+        except Exception as e:
+            raise ModelNotFoundError(f"Piper voice '{onnx}' failed to load: {e}") from e
+        n_speakers = int(getattr(self._voice.config, "num_speakers", 1) or 1)
+        if speaker_id is not None and not 0 <= speaker_id < n_speakers:
+            raise ModelNotFoundError(
+                f"Piper voice '{onnx}' has {n_speakers} speaker(s); speaker_id {speaker_id} "
+                "is out of range")
+        self._config = SynthesisConfig(speaker_id=speaker_id, length_scale=length_scale,
+                                       noise_scale=noise_scale, noise_w_scale=noise_w_scale,
+                                       normalize_audio=normalize_audio)
+        self.sample_rate = int(self._voice.config.sample_rate)
+        self.name = f"piper:{Path(onnx).stem}"
+        self.path = Path(onnx)
+        self._lock = threading.Lock()  # one onnxruntime session, one sentence at a time
+
+    def synthesize(self, text: str) -> Iterator[np.ndarray]:
+        text = text.strip()
+        if not text:
+            return
+        with self._lock:
+            try:
+                for chunk in self._voice.synthesize(text, self._config):
+                    audio = np.asarray(chunk.audio_float_array, dtype=np.float32).reshape(-1)
+                    if audio.size:
+                        yield audio
+            except Exception as e:
+                raise SynthesisError(f"{self.name} failed on {text[:60]!r}: {e}") from e

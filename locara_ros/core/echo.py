@@ -1,0 +1,364 @@
+"""Keep the robot from hearing itself (no rclpy).
+
+:class:`EchoGuard` sits between the microphone and the VAD/ASR. Two modes:
+
+``half_duplex`` (simple fallback)
+    While the robot speaks (SPEAKING_STARTED .. SPEAKING_STOPPED + ``tail_ms``, or while
+    reference audio is playing), the mic is attenuated by ``attenuation_db`` unless a chunk is
+    ``margin_db`` louder than the expected echo level (a peak follower of the mic level while the
+    robot speaks, starting at ``echo_level_dbfs``; or, when reference audio is there, the
+    reference level plus a learnt coupling starting at ``echo_coupling_db``).
+    Trade-off: a user must speak clearly louder
+    than the robot's echo to barge in, and the first ~20 ms of their speech are lost; quiet speech
+    during robot speech is not heard at all. Needs no reference and no calibration.
+
+``reference`` (echo cancellation)
+    Uses the robot's own output (audio/tts, stamped with play times) as the reference:
+
+    1. delay estimation: GCC-PHAT cross-correlation of mic and reference over the last
+       ``xcorr_window_s`` seconds finds the loudspeaker->mic delay (device latency + acoustics +
+       clock offset, up to ``max_delay_ms``) and a coarse echo gain; re-checked every
+       ``xcorr_interval_s`` while the robot speaks;
+    2. a partitioned-block frequency-domain NLMS adaptive filter (``filter_ms`` long, block
+       ``block`` samples) models the room and subtracts the predicted echo; adaptation freezes
+       during double talk (Geigel detector on the coarse gain) so the user's voice is not learnt;
+    3. a residual echo suppressor (per frequency bin, Wiener-like, floor ``res_floor_db``)
+       removes what the filter misses, and leaves bins where the user is louder than the echo.
+
+    Until a delay is found it falls back to the half-duplex gate. Output is delayed by
+    ``2 * block`` samples (16 ms at 16 kHz with the default block of 128).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MODES = ("off", "half_duplex", "reference")
+
+
+def _db(power: float) -> float:
+    return 10.0 * np.log10(max(power, 1e-12))
+
+
+def level_db(x: np.ndarray) -> float:
+    """RMS level in dBFS (-120 for silence)."""
+    if x.size == 0:
+        return -120.0
+    return _db(float(np.mean(np.square(x, dtype=np.float64))))
+
+
+def erle_db(mic: np.ndarray, out: np.ndarray) -> float:
+    """Echo return loss enhancement: mic power over output power, dB (echo-only audio)."""
+    return _db(float(np.mean(np.square(mic, dtype=np.float64)))) - \
+        _db(float(np.mean(np.square(out, dtype=np.float64))))
+
+
+class _Timeline:
+    """Ring buffer of samples addressed by absolute sample index (ROS time * rate)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = int(size)
+        self.buf = np.zeros(self.size, dtype=np.float32)
+        self.hi: Optional[int] = None  # one past the highest index written
+
+    def write(self, start: int, x: np.ndarray) -> None:
+        n = x.size
+        if n == 0:
+            return
+        if n > self.size:
+            start, x, n = start + n - self.size, x[-self.size:], self.size
+        if self.hi is None or start - self.hi >= self.size:
+            self.buf[:] = 0.0
+        elif start > self.hi:  # a gap: silence
+            self._put(self.hi, np.zeros(start - self.hi, dtype=np.float32))
+        self._put(start, x)
+        self.hi = max(self.hi or 0, start + n) if self.hi is not None else start + n
+
+    def _put(self, start: int, x: np.ndarray) -> None:
+        i = start % self.size
+        first = min(x.size, self.size - i)
+        self.buf[i:i + first] = x[:first]
+        if first < x.size:
+            self.buf[:x.size - first] = x[first:]
+
+    def read(self, start: int, n: int) -> np.ndarray:
+        out = np.zeros(n, dtype=np.float32)
+        if self.hi is None or n <= 0:
+            return out
+        lo = self.hi - self.size
+        a, b = max(start, lo), min(start + n, self.hi)
+        if b <= a:
+            return out
+        idx = np.arange(a, b) % self.size
+        out[a - start:b - start] = self.buf[idx]
+        return out
+
+
+class EchoGuard:
+    """Echo suppression for the mic path. See the module doc for the modes and parameters."""
+
+    def __init__(self, mode: str, sample_rate: int = 16000, **params) -> None:
+        if mode not in MODES:
+            raise ValueError(f"echo mode '{mode}' unknown (use one of {', '.join(MODES)})")
+        self.mode = mode
+        self.rate = int(sample_rate)
+        p = dict(tail_ms=300.0, margin_db=12.0, attenuation_db=60.0, echo_level_dbfs=-20.0,
+                 echo_coupling_db=0.0,
+                 hold_ms=300.0, max_delay_ms=500.0, filter_ms=64.0, block=128, mu=0.5,
+                 res_floor_db=-40.0, res_overestimate=2.0, xcorr_window_s=1.0,
+                 xcorr_interval_s=0.5, history_s=6.0, dt_factor=2.0)
+        unknown = set(params) - set(p)
+        if unknown:
+            raise ValueError(f"unknown EchoGuard parameter(s): {', '.join(sorted(unknown))}")
+        p.update(params)
+        self.params = p
+        # --- half-duplex gate
+        self.tail = int(p["tail_ms"] * self.rate / 1000)
+        self.margin_db = float(p["margin_db"])
+        self.atten = float(10 ** (-p["attenuation_db"] / 20))
+        self.echo_db = float(p["echo_level_dbfs"])
+        self.coupling_db = float(p["echo_coupling_db"])  # mic echo level - reference level
+        self.hold = int(p["hold_ms"] * self.rate / 1000)
+        self._speaking = False
+        self._speaking_until: Optional[int] = None  # sample index where gating ends
+        self._open_until = -1
+        # --- reference mode
+        hist = int(p["history_s"] * self.rate)
+        self.ref = _Timeline(hist)
+        self.mic = _Timeline(hist)
+        self.max_delay = int(p["max_delay_ms"] * self.rate / 1000)
+        self.B = int(p["block"])
+        self.N = 2 * self.B
+        self.P = max(1, int(round(p["filter_ms"] * self.rate / 1000 / self.B)))
+        self._pnorm = float(self.P)
+        self.pre = self.B // 4  # filter taps before the estimated delay (delay error margin)
+        self.mu = float(p["mu"])
+        self.res_floor = float(10 ** (p["res_floor_db"] / 20))
+        self.res_over = float(p["res_overestimate"])
+        self.dt_factor = float(p["dt_factor"])
+        self.delay: Optional[int] = None  # loudspeaker->mic delay, samples
+        self.gain: float = 0.0  # coarse echo gain at that delay
+        self._candidate: Optional[int] = None
+        self._next_xcorr: Optional[int] = None
+        self._win = np.sqrt(np.hanning(self.N + 1)[:-1]).astype(np.float32)  # sqrt-Hann, COLA
+        self._reset_filter()
+        self._in = np.zeros(0, dtype=np.float32)  # mic samples waiting for a full block
+        self._in_start: Optional[int] = None  # absolute index of _in[0]
+        self._out = np.zeros(self.B, dtype=np.float32)  # output FIFO (+ B in the STFT)
+        self.latency = 2 * self.B if mode == "reference" else 0
+        self.stats = {"blocks": 0, "adapted": 0, "double_talk": 0, "gated": 0}
+
+    # ---------------------------------------------------------------- public API
+    def on_reference(self, samples: np.ndarray, t_ns: int) -> None:
+        """The robot's own output, mono float32 at sample_rate; t_ns = play time of sample 0."""
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if x.size:
+            self.ref.write(self._index(t_ns), x)
+
+    def on_speaking(self, speaking: bool, t_ns: int) -> None:
+        """SPEAKING_STARTED (True) / SPEAKING_STOPPED (False) from the tts node."""
+        self._speaking = bool(speaking)
+        self._speaking_until = None if speaking else self._index(t_ns) + self.tail
+
+    def process(self, mic: np.ndarray, t_ns: int) -> np.ndarray:
+        """Mic chunk (float32 mono at sample_rate, t_ns = capture time of sample 0) ->
+        echo-suppressed chunk of the same length."""
+        x = np.asarray(mic, dtype=np.float32).reshape(-1)
+        if self.mode == "off" or x.size == 0:
+            return x
+        start = self._index(t_ns)
+        if self.mode == "half_duplex":
+            return self._gate(x, start, start + x.size)
+        return self._reference(x, start)
+
+    def reset(self) -> None:
+        """Forget the echo path (e.g. after the loudspeaker or mic moved)."""
+        self.delay, self.gain, self._candidate = None, 0.0, None
+        self._reset_filter()
+
+    # ---------------------------------------------------------------- half duplex
+    def _index(self, t_ns: int) -> int:
+        return int(t_ns) * self.rate // 1_000_000_000
+
+    def _gating(self, end: int) -> bool:
+        if self._speaking:
+            return True
+        if self._speaking_until is not None and end <= self._speaking_until:
+            return True
+        # reference audio played recently (covers a missed SPEAKING_* event)
+        if self.ref.hi is not None and end - self.tail - self.max_delay < self.ref.hi:
+            recent = self.ref.read(end - self.tail - self.max_delay, self.tail + self.max_delay)
+            return bool(np.any(np.abs(recent) > 1e-4))
+        return False
+
+    def _gate(self, x: np.ndarray, start: int, end: int) -> np.ndarray:
+        if not self._gating(end):
+            return x
+        level = level_db(x)
+        recent = self.ref.read(start - self.max_delay, self.max_delay + end - start)
+        ref_db = level_db(recent) if self.ref.hi is not None else -120.0
+        if ref_db > -90.0:  # the reference predicts the echo level
+            expected = ref_db + self.coupling_db
+            if level <= expected + self.margin_db:  # echo: learn the coupling
+                rate = 0.3 if level - ref_db > self.coupling_db else 0.01
+                self.coupling_db += rate * (level - ref_db - self.coupling_db)
+        else:  # no reference: follow the echo level (fast up, slowly down)
+            expected = self.echo_db
+            if level <= expected + self.margin_db:
+                rate = 0.3 if level > self.echo_db else 0.01
+                self.echo_db += rate * (level - self.echo_db)
+        if level > expected + self.margin_db:
+            self._open_until = end + self.hold  # far louder than the echo: the user talks
+        if end <= self._open_until:
+            return x
+        self.stats["gated"] += 1
+        return x * np.float32(self.atten)
+
+    # ---------------------------------------------------------------- reference mode
+    def _reset_filter(self) -> None:
+        nb = self.B + 1
+        self.W = np.zeros((self.P, nb), dtype=np.complex128)
+        self.Xh = np.zeros((self.P, nb), dtype=np.complex128)
+        self.S = np.full(nb, 1e-6)  # smoothed reference power per bin
+        self._xprev = np.zeros(self.B, dtype=np.float32)
+        self._eprev = np.zeros(self.B, dtype=np.float32)
+        self._yprev = np.zeros(self.B, dtype=np.float32)
+        self._ola = np.zeros(self.B, dtype=np.float32)
+        self._see = np.zeros(nb)
+        self._syy = np.zeros(nb)
+        self.leak = 1.0
+        self._dt_hold = 0
+
+    def _reference(self, x: np.ndarray, start: int) -> np.ndarray:
+        self.mic.write(start, x)
+        if self._in_start is None or start != self._in_start + self._in.size:
+            if self._in.size:  # a hole in the mic stream: restart the blocks there
+                log.debug("mic stream jumped by %d samples", start - self._in_start - self._in.size)
+            self._in = np.zeros(0, dtype=np.float32)
+            self._in_start = start
+        self._in = np.concatenate([self._in, x])
+        end = start + x.size
+        if self._next_xcorr is None or end >= self._next_xcorr:
+            self._next_xcorr = end + int(self.params["xcorr_interval_s"] * self.rate)
+            self._estimate_delay(end)
+        produced = []
+        while self._in.size >= self.B:
+            block, self._in = self._in[:self.B], self._in[self.B:]
+            b0 = self._in_start
+            self._in_start += self.B
+            produced.append(self._block(block, b0))
+        if produced:
+            self._out = np.concatenate([self._out] + produced)
+        out, self._out = self._out[:x.size], self._out[x.size:]
+        if out.size < x.size:  # cannot happen with the fixed FIFO, but never return short
+            out = np.concatenate([np.zeros(x.size - out.size, dtype=np.float32), out])
+        return out
+
+    def _estimate_delay(self, end: int) -> None:
+        W = int(self.params["xcorr_window_s"] * self.rate)
+        D = self.max_delay
+        a = self.mic.read(end - W, W)
+        b = self.ref.read(end - W - D, W + D)
+        if level_db(b) < -60 or level_db(a) < -70:
+            return  # robot silent, or no mic signal
+        n = 1 << int(np.ceil(np.log2(W + W + D)))
+        A = np.fft.rfft(a, n)
+        Bf = np.fft.rfft(b, n)
+        cross = A * np.conj(Bf)
+        r = np.fft.irfft(cross / (np.abs(cross) + 1e-9), n)
+        # a[k] ~ g * b[k + D - d]  =>  correlation peak at lag (d - D) mod n
+        lags = (np.arange(D + 1) - D) % n
+        cc = r[lags]
+        d = int(np.argmax(cc))
+        peak = float(cc[d])
+        noise = float(np.median(np.abs(cc)) + 1e-9)
+        confidence = peak / noise
+        if confidence < 8.0:
+            return
+        seg = b[D - d:D - d + W]
+        gain = float(np.dot(a, seg) / (np.dot(seg, seg) + 1e-9))
+        if gain <= 0:
+            return
+        if self.delay is not None and abs(d - self.delay) <= 2:
+            self.gain = 0.8 * self.gain + 0.2 * gain
+            self._candidate = None
+            return
+        if self.delay is None or self._candidate == d:
+            log.info("echo path: delay %.1f ms, gain %.3f (confidence %.0f)",
+                     d * 1000 / self.rate, gain, confidence)
+            if self.delay is not None:
+                self._reset_filter()
+            self.delay, self.gain, self._candidate = d, gain, None
+        else:
+            self._candidate = d  # confirm a changed delay once more before switching
+
+    def _block(self, d: np.ndarray, b0: int) -> np.ndarray:
+        """One block of B mic samples starting at absolute index b0 -> B output samples."""
+        self.stats["blocks"] += 1
+        if self.delay is None:
+            self._xprev[:] = 0.0
+            out = self._gate(d, b0, b0 + self.B)
+            return self._synthesize_passthrough(out)
+        B, N = self.B, self.N
+        xnew = self.ref.read(b0 - self.delay + self.pre, B)  # aligned reference, `pre` early
+        xfull = np.concatenate([self._xprev, xnew])
+        self._xprev = xnew
+        X = np.fft.rfft(xfull)
+        self.Xh = np.roll(self.Xh, 1, axis=0)
+        self.Xh[0] = X
+        Y = np.sum(self.W * self.Xh, axis=0)
+        y = np.fft.irfft(Y, N)[B:].astype(np.float32)
+        e = d - y
+        # double talk (Geigel): the mic is far louder than the loudest echo the reference can make
+        span = self.ref.read(b0 - self.delay - self.P * B + self.pre, self.P * B + B)
+        xmax = float(np.max(np.abs(span))) if span.size else 0.0
+        ref_active = xmax > 1e-3
+        if ref_active and float(np.max(np.abs(d))) > self.dt_factor * self.gain * xmax + 1e-4:
+            self._dt_hold = int(0.1 * self.rate / B) + 1
+        double_talk = self._dt_hold > 0
+        self._dt_hold = max(0, self._dt_hold - 1)
+        self.stats["double_talk"] += int(double_talk)
+        self.S = 0.8 * self.S + 0.2 * np.abs(X) ** 2
+        if ref_active and not double_talk:
+            E = np.fft.rfft(np.concatenate([np.zeros(B, dtype=np.float32), e]))
+            norm = self.mu / (self._pnorm * self.S + 1e-6 + 1e-3 * np.mean(self.S))
+            self.W += np.conj(self.Xh) * (E * norm)
+            w = np.fft.irfft(self.W, N, axis=1)
+            w[:, B:] = 0.0  # gradient constraint: linear, not circular, convolution
+            self.W = np.fft.rfft(w, N, axis=1)
+            self.stats["adapted"] += 1
+        return self._suppress(e, y, ref_active, double_talk)
+
+    def _stft_pair(self, e: np.ndarray, y: np.ndarray):
+        fe = np.concatenate([self._eprev, e]) * self._win
+        fy = np.concatenate([self._yprev, y]) * self._win
+        self._eprev, self._yprev = e, y
+        return np.fft.rfft(fe), np.fft.rfft(fy)
+
+    def _overlap_add(self, F: np.ndarray) -> np.ndarray:
+        frame = np.fft.irfft(F, self.N).astype(np.float32) * self._win
+        out = self._ola + frame[:self.B]
+        self._ola = frame[self.B:].copy()
+        return out
+
+    def _synthesize_passthrough(self, x: np.ndarray) -> np.ndarray:
+        E, _ = self._stft_pair(x, np.zeros_like(x))
+        return self._overlap_add(E)
+
+    def _suppress(self, e: np.ndarray, y: np.ndarray, ref_active: bool,
+                  double_talk: bool) -> np.ndarray:
+        """Residual echo suppression: per-bin gain from the echo estimate's spectrum."""
+        E, Y = self._stft_pair(e, y)
+        pe, py = np.abs(E) ** 2, np.abs(Y) ** 2
+        self._see = 0.5 * self._see + 0.5 * pe
+        self._syy = 0.5 * self._syy + 0.5 * py
+        if ref_active and not double_talk and self._syy.sum() > 1e-9:
+            ratio = float(self._see.sum() / (self._syy.sum() + 1e-12))
+            self.leak = float(np.clip(0.9 * self.leak + 0.1 * ratio, 1e-3, 4.0))
+        residual = self.res_over * self.leak * self._syy
+        gain = np.clip(1.0 - residual / (self._see + 1e-12), self.res_floor, 1.0)
+        return self._overlap_add(E * gain)

@@ -1,0 +1,279 @@
+"""tts node: streamed speech output with barge-in (thin adapter over locara_ros.core.playback).
+
+Subscribes voice/say (whole texts) and voice/reply (streamed chunks); speaks sentence by sentence
+through a Piper voice; plays on a PortAudio device and/or publishes audio/tts (+ latched
+audio/tts/info) paced in real time; reports SPEAKING_STARTED / SPEAKING_STOPPED / BARGE_IN on
+voice/events; voice/stop stops at once. See docs/voice_out.md.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, List
+
+from audio_common_msgs.msg import AudioDataStamped, AudioInfo
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from locara_ros.core.audio import AudioFormat, encode_s16le
+from locara_ros.core.backends.tts import PiperSynthesizer
+from locara_ros.core.playback import (
+    AudioSink,
+    BargeInMonitor,
+    CallbackSink,
+    DeviceSink,
+    PlaybackError,
+    Speaker,
+    SpeakerGate,
+    SpeakerListener,
+    StopReport,
+)
+from locara_ros.msg import ReplyChunk, VoiceEvent
+from locara_ros.nodes.common import (
+    AUDIO_QOS,
+    EVENTS_QOS,
+    LATCHED_QOS,
+    RELIABLE_QOS,
+    STREAM_QOS,
+    announce_ready,
+    declare,
+    ns_to_stamp,
+    run_node,
+    stamp_to_ns,
+    voice_event,
+)
+
+# Parameters that may change while the node runs (everything else needs a restart).
+_DYNAMIC = ("speaker_enabled", "volume", "barge_in", "barge_in_min_speech")
+
+
+class TtsNode(Node):
+    def __init__(self) -> None:
+        super().__init__("tts")
+        p = self._declare_parameters()
+        t0 = time.monotonic()
+        self.synth = PiperSynthesizer(
+            p["voice"], speaker_id=None if p["speaker_id"] < 0 else p["speaker_id"],
+            length_scale=p["length_scale"] or None)
+        list(self.synth.synthesize("Ready."))  # warm up onnxruntime (first run is slow)
+        load_seconds = time.monotonic() - t0
+        self.output_rate = int(p["output_rate"]) or self.synth.sample_rate
+        self.frame_id = p["frame_id"]
+        self._closing = False
+
+        self.control_group = ReentrantCallbackGroup()  # events, barge-in timer, voice/stop
+        self.data_group = MutuallyExclusiveCallbackGroup()  # say/reply keep their order
+        self.events_pub = self.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
+        self.audio_pub = self.info_pub = None
+        sinks: List[AudioSink] = []
+        startup_errors = []
+        if p["publish_audio"]:
+            self.audio_pub = self.create_publisher(AudioDataStamped, "audio/tts", AUDIO_QOS)
+            self.info_pub = self.create_publisher(AudioInfo, "audio/tts/info", LATCHED_QOS)
+            fmt = AudioFormat(self.output_rate, 1, "S16LE")
+            self.info_pub.publish(AudioInfo(channels=1, sample_rate=self.output_rate,
+                                            sample_format="S16LE", bitrate=fmt.bitrate,
+                                            coding_format="wave"))
+            sinks.append(CallbackSink(self._publish_audio, self.synth.sample_rate,
+                                      self.output_rate))
+        if p["play_on_device"]:
+            try:
+                sinks.append(DeviceSink(self.synth.sample_rate, p["device"], p["device_rate"]))
+            except PlaybackError as e:
+                if not sinks:
+                    raise PlaybackError(f"{e}; with publish_audio=false there is no output "
+                                        "left (set play_on_device=false to publish only)") from e
+                startup_errors.append(f"{e}; publishing on audio/tts only")
+                self.get_logger().error(startup_errors[-1])
+        if not sinks:
+            raise ValueError("no output: both publish_audio and play_on_device are false")
+
+        self.gate = SpeakerGate(p["speaker_enabled"], p["volume"], p["max_volume"],
+                                p["max_speech_seconds"], p["speech_window_seconds"])
+        self.barge_in_enabled = bool(p["barge_in"])
+        self.monitor = BargeInMonitor(p["barge_in_min_speech"])
+        self.speaker = Speaker(self.synth, sinks, gate=self.gate, listener=_Listener(self),
+                               chunk_ms=p["chunk_ms"], lead_ms=p["lead_ms"],
+                               max_sentence_chars=p["max_sentence_chars"],
+                               max_text_chars=p["max_text_chars"],
+                               reply_timeout=p["reply_timeout"])
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self.create_subscription(String, "voice/say", self._on_say, RELIABLE_QOS,
+                                 callback_group=self.data_group)
+        self.create_subscription(ReplyChunk, "voice/reply", self._on_reply, STREAM_QOS,
+                                 callback_group=self.data_group)
+        self.create_subscription(VoiceEvent, "voice/events", self._on_event, EVENTS_QOS,
+                                 callback_group=self.control_group)
+        self.create_service(Trigger, "voice/stop", self._on_stop,
+                            callback_group=self.control_group)
+        self.create_timer(0.02, self._check_barge_in, callback_group=self.control_group)
+        for err in startup_errors:
+            self.events_pub.publish(voice_event(self, VoiceEvent.ERROR, detail=err))
+        outputs = ", ".join(s.name for s in sinks)
+        announce_ready(self, f"tts ({self.synth.name}, {self.synth.sample_rate} Hz -> "
+                             f"{outputs}, audio/tts at {self.output_rate} Hz)", load_seconds)
+
+    def _declare_parameters(self) -> dict:
+        d = {}
+
+        def param(name: str, default: Any, description: str, read_only: bool = False) -> None:
+            d[name] = declare(self, name, default, description, read_only=read_only)
+
+        param("voice", "", "Piper voice .onnx path (its .onnx.json beside it); "
+                           "empty = packaged en_US-joe-medium")
+        param("speaker_id", -1, "speaker of a multi-speaker voice; -1 = the voice's default")
+        param("length_scale", 0.0, "speaking rate: >1 slower, <1 faster; 0 = the voice's default")
+        param("publish_audio", True, "publish synthesized audio on audio/tts (+ audio/tts/info); "
+                                     "needed for echo_mode=reference in the asr node")
+        param("output_rate", 0, "sample rate of audio/tts in Hz; 0 = the voice's rate")
+        param("frame_id", "", "header.frame_id of audio/tts (the loudspeaker frame)")
+        param("play_on_device", True, "play on a local audio device through PortAudio")
+        param("device", "", "PortAudio output device index or name part; empty = default")
+        param("device_rate", 0, "device sample rate in Hz; 0 = the device's default rate")
+        param("chunk_ms", 20.0, "audio chunk length in ms (playback granularity, stop bound)")
+        param("lead_ms", 40.0, "how far ahead of its play time a chunk is released, ms")
+        param("speaker_enabled", True, "false mutes the robot: text is dropped and logged")
+        param("volume", 1.0, "output gain (capped at max_volume)")
+        param("max_volume", 1.0, "hard cap on gain and sample amplitude (0..1]", True)
+        param("max_speech_seconds", 120.0,
+              "at most this much speech per speech_window_seconds; beyond it sentences are "
+              "dropped with an ERROR event", True)
+        param("speech_window_seconds", 60.0, "window of the speech-time budget, s", True)
+        param("barge_in", True, "stop speaking when the user talks (SPEECH_STARTED)")
+        param("barge_in_min_speech", 0.2, "user speech must last this long (s, from its onset) "
+                                          "before it interrupts; shorter sounds (a cough) do not")
+        param("max_sentence_chars", 250, "a sentence longer than this is cut at a clause break")
+        param("max_text_chars", 5000, "longest accepted voice/say text or reply")
+        param("reply_timeout", 15.0, "a streamed reply with no chunk for this long is closed")
+        return d
+
+    # ---------------------------------------------------------------- callbacks (enqueue only)
+    def _on_say(self, msg: String) -> None:
+        try:
+            utt = self.speaker.say(msg.data)
+            self.get_logger().info(f"say {utt}: {msg.data[:80]!r}")
+        except ValueError as e:
+            self._error("", f"voice/say rejected: {e}")
+
+    def _on_reply(self, msg: ReplyChunk) -> None:
+        utt = msg.utterance_id or "reply"
+        if msg.cancelled:
+            self.speaker.cancel(utt, "reply cancelled")
+            return
+        try:
+            self.speaker.feed(utt, int(msg.seq), msg.text, bool(msg.final))
+        except ValueError as e:
+            self._error(utt, f"voice/reply rejected: {e}")
+
+    def _on_event(self, msg: VoiceEvent) -> None:
+        if msg.source == self.get_fully_qualified_name():
+            return
+        if msg.type == VoiceEvent.SPEECH_STARTED:
+            onset = stamp_to_ns(msg.header.stamp) or self.get_clock().now().nanoseconds
+            self.monitor.speech_started(msg.utterance_id, onset)
+        elif msg.type == VoiceEvent.SPEECH_STOPPED:
+            self.monitor.speech_stopped(msg.utterance_id)
+
+    def _check_barge_in(self) -> None:
+        if not self.barge_in_enabled:
+            return
+        due = self.monitor.due(self.get_clock().now().nanoseconds)
+        if due is None or not self.speaker.speaking:
+            return
+        user_utt, seconds = due
+        self.monitor.speech_stopped(user_utt)  # one barge-in per user utterance
+        self.speaker.stop(f"barge-in: user speech {user_utt or '?'} for {seconds:.2f} s")
+
+    def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Any:
+        report = self.speaker.stop("voice/stop")
+        response.success = True
+        response.message = (f"stopped {report.utterance_id}; spoken: {report.spoken!r}"
+                            if report else "nothing was playing; queue flushed")
+        return response
+
+    def _on_set_parameters(self, params: list) -> SetParametersResult:
+        for prm in params:
+            if prm.name not in _DYNAMIC:
+                return SetParametersResult(
+                    successful=False, reason=f"{prm.name} is fixed at start-up; restart the node")
+            if prm.name == "volume" and not 0.0 <= float(prm.value) <= 10.0:
+                return SetParametersResult(successful=False, reason="volume must be in [0, 10]")
+            if prm.name == "barge_in_min_speech" and float(prm.value) < 0:
+                return SetParametersResult(successful=False,
+                                           reason="barge_in_min_speech must be >= 0")
+        for prm in params:
+            if prm.name == "speaker_enabled":
+                self.gate.enabled = bool(prm.value)
+                if not prm.value:
+                    self.speaker.stop("speaker disabled")
+            elif prm.name == "volume":
+                self.gate.volume = float(prm.value)  # capped at max_volume by the gate
+            elif prm.name == "barge_in":
+                self.barge_in_enabled = bool(prm.value)
+            elif prm.name == "barge_in_min_speech":
+                self.monitor.min_speech_ns = int(float(prm.value) * 1e9)
+        return SetParametersResult(successful=True)
+
+    # ---------------------------------------------------------------- outputs (worker threads)
+    def _publish_audio(self, samples, play_time: float) -> None:
+        if self._closing:
+            return
+        offset = self.get_clock().now().nanoseconds - time.monotonic_ns()
+        msg = AudioDataStamped()
+        msg.header.stamp = ns_to_stamp(int(play_time * 1e9) + offset)
+        msg.header.frame_id = self.frame_id
+        msg.audio.data = encode_s16le(samples)
+        self.audio_pub.publish(msg)
+
+    def _ros_time(self, mono: float) -> int:
+        return int(mono * 1e9) + self.get_clock().now().nanoseconds - time.monotonic_ns()
+
+    def _error(self, utterance_id: str, detail: str) -> None:
+        self.get_logger().error(detail)
+        self.publish_event(voice_event(self, VoiceEvent.ERROR, utterance_id=utterance_id,
+                                            detail=detail))
+
+    def publish_event(self, msg: VoiceEvent) -> None:
+        if not self._closing:
+            self.events_pub.publish(msg)
+
+    def close(self) -> None:
+        self._closing = True  # the context is going away: no more events
+        self.speaker.close()
+
+
+class _Listener(SpeakerListener):
+    def __init__(self, node: TtsNode) -> None:
+        self.node = node
+
+    def on_started(self, utterance_id: str, first_sentence: str, play_time: float) -> None:
+        n = self.node
+        n.publish_event(voice_event(n, VoiceEvent.SPEAKING_STARTED, utterance_id=utterance_id,
+                                         text=first_sentence,
+                                         stamp_ns=n._ros_time(play_time)))
+
+    def on_stopped(self, report: StopReport) -> None:
+        n = self.node
+        if report.reason.startswith("barge-in"):
+            n.get_logger().info(f"barge-in on {report.utterance_id}: spoken {report.spoken!r}")
+            n.publish_event(voice_event(n, VoiceEvent.BARGE_IN,
+                                             utterance_id=report.utterance_id,
+                                             text=report.spoken, detail=report.reason))
+        n.publish_event(voice_event(n, VoiceEvent.SPEAKING_STOPPED,
+                                         utterance_id=report.utterance_id, text=report.spoken,
+                                         detail=report.reason))
+
+    def on_error(self, utterance_id: str, detail: str) -> None:
+        self.node._error(utterance_id, detail)
+
+
+def main(args=None) -> int:
+    return run_node(TtsNode, args)
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Voice-out engine in core, with the real Piper voice: pacing, stop, cancel, gate, barge-in."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from locara_ros.core.backends.tts import PiperSynthesizer
+from locara_ros.core.models import ModelNotFoundError
+from locara_ros.core.playback import (
+    BargeInMonitor,
+    CallbackSink,
+    Speaker,
+    SpeakerGate,
+    SpeakerListener,
+    spoken_prefix,
+)
+from locara_ros.testing.inprocess import wait_until
+
+LONG = ("The first sentence is here. Then a second sentence follows it. A third one comes "
+        "after that. And finally the fourth sentence ends the story.")
+
+
+@pytest.fixture(scope="module")
+def synth():
+    return PiperSynthesizer()
+
+
+class Recorder(SpeakerListener):
+    def __init__(self) -> None:
+        self.events = []
+        self.chunks = []  # (arrival monotonic, play_time, samples)
+        self.lock = threading.Lock()
+
+    def on_started(self, utterance_id, first_sentence, play_time):
+        with self.lock:
+            self.events.append(("started", utterance_id, first_sentence))
+
+    def on_stopped(self, report):
+        with self.lock:
+            self.events.append(("stopped", report.utterance_id, report.spoken, report.reason))
+
+    def on_error(self, utterance_id, detail):
+        with self.lock:
+            self.events.append(("error", utterance_id, detail))
+
+    def emit(self, samples, play_time):
+        with self.lock:
+            self.chunks.append((time.monotonic(), play_time, samples.copy()))
+
+    def of(self, kind):
+        with self.lock:
+            return [e for e in self.events if e[0] == kind]
+
+    def audio_seconds(self, rate):
+        with self.lock:
+            return sum(c[2].size for c in self.chunks) / rate
+
+
+@pytest.fixture
+def engine(synth):
+    made = []
+
+    def make(**kwargs):
+        rec = Recorder()
+        sp = Speaker(synth, [CallbackSink(rec.emit, synth.sample_rate, 16000)], listener=rec,
+                     **kwargs)
+        made.append(sp)
+        return sp, rec
+    yield make
+    for sp in made:
+        sp.close()
+
+
+def test_piper_synthesizer_makes_speech(synth):
+    audio = np.concatenate(list(synth.synthesize("Hello world.")))
+    assert synth.sample_rate == 22050 and synth.name == "piper:en_US-joe-medium"
+    assert audio.dtype == np.float32 and 0.4 < audio.size / synth.sample_rate < 3.0
+    assert np.abs(audio).max() > 0.3
+    assert list(synth.synthesize("   ")) == []
+
+
+def test_missing_voice_names_the_file(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="nope.onnx"):
+        PiperSynthesizer(str(tmp_path / "nope.onnx"))
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    (tmp_path / "bad.onnx.json").write_text("{}")
+    with pytest.raises(ModelNotFoundError, match="bad.onnx"):
+        PiperSynthesizer(str(bad))
+
+
+def test_spoken_prefix_keeps_whole_words():
+    text = "Go to the kitchen now."
+    assert spoken_prefix(text, 0.0) == ""
+    assert spoken_prefix(text, 1.0) == text
+    assert spoken_prefix(text, 0.5) == "Go to the"
+    assert spoken_prefix(text, 0.05) == ""
+
+
+def test_gate_caps_volume_and_limits_speech_time():
+    gate = SpeakerGate(volume=3.0, max_volume=0.5, max_speech_seconds=2.0, window_seconds=10.0)
+    assert gate.volume == 0.5
+    y = gate.apply(np.array([1.0, -1.0, 0.2], dtype=np.float32))
+    assert np.allclose(y, [0.5, -0.5, 0.1])
+    assert gate.admit(1.5, now=100.0)
+    assert not gate.admit(1.0, now=101.0)  # 2.5 s > 2 s in the window
+    assert gate.admit(0.4, now=101.0)
+    assert gate.admit(1.5, now=112.0)  # the old speech left the window
+    gate.enabled = False
+    assert not gate.admit(0.1, now=200.0)
+    with pytest.raises(ValueError):
+        SpeakerGate(max_volume=1.5)
+
+
+def test_barge_in_monitor_needs_minimum_speech():
+    m = BargeInMonitor(min_speech=0.2)
+    m.speech_started("cough", 1_000_000_000)
+    assert m.due(1_100_000_000) is None
+    m.speech_stopped("cough")
+    assert m.due(2_000_000_000) is None
+    m.speech_started("user", 3_000_000_000)
+    assert m.due(3_150_000_000) is None
+    utt, seconds = m.due(3_250_000_000)
+    assert utt == "user" and seconds == pytest.approx(0.25)
+
+
+def test_streamed_reply_is_paced_and_reported(engine, synth):
+    sp, rec = engine()
+    sp.feed("u1", 0, "Hello there.", False)
+    sp.feed("u1", 1, " How are you", False)
+    # the first sentence plays while the second is still being written
+    wait_until(lambda: rec.chunks, 10, what="first audio")
+    assert rec.of("started") == [("started", "u1", "Hello there.")]
+    sp.feed("u1", 2, " today?", True)
+    wait_until(lambda: rec.of("stopped"), 15, what="end of reply")
+    assert rec.of("stopped") == [("stopped", "u1", "Hello there. How are you today?",
+                                  "finished")]
+    chunks = rec.chunks
+    plays = np.array([c[1] for c in chunks])
+    sizes = np.array([c[2].size for c in chunks])
+    # play times are contiguous within each sentence: each chunk starts where the last ended
+    gaps = plays[1:] - (plays[:-1] + sizes[:-1] / 16000)
+    assert np.all(gaps > -1e-3)
+    # released in real time, like a loudspeaker: the arrivals span about the audio's length
+    span = chunks[-1][0] - chunks[0][0]
+    assert span > 0.7 * rec.audio_seconds(16000)
+
+
+def test_stop_flushes_and_reports_the_spoken_part(engine):
+    sp, rec = engine()
+    utt = sp.say(LONG)
+    wait_until(lambda: rec.audio_seconds(16000) > 1.5, 15, what="1.5 s of audio")
+    report = sp.stop("test stop")
+    n = len(rec.chunks)
+    assert report.utterance_id == utt and report.reason == "test stop"
+    assert report.spoken and LONG.startswith(report.spoken)
+    assert len(report.spoken) < len(LONG)
+    assert not sp.speaking
+    wait_until(lambda: not sp.busy, 5, what="idle engine")  # a sentence in synthesis is dropped
+    time.sleep(0.5)
+    assert len(rec.chunks) == n, "audio after stop()"
+    assert rec.of("stopped")[-1][2] == report.spoken
+    assert sp.stop() is None  # nothing left
+
+
+def test_cancel_and_late_chunks_are_ignored(engine):
+    sp, rec = engine()
+    sp.feed("r1", 0, "This reply will be cancelled soon. It has more text.", False)
+    wait_until(lambda: rec.chunks, 10, what="first audio")
+    report = sp.cancel("r1")
+    assert report is not None and report.utterance_id == "r1"
+    n = len(rec.chunks)
+    sp.feed("r1", 1, " Late words after the cancel.", True)
+    time.sleep(0.6)
+    assert len(rec.chunks) == n and not sp.busy
+
+
+def test_queued_utterances_play_in_order(engine):
+    sp, rec = engine()
+    a = sp.say("First.")
+    b = sp.say("Second.")
+    wait_until(lambda: len(rec.of("stopped")) == 2, 15, what="both utterances")
+    assert [e[1] for e in rec.of("started")] == [a, b]
+    assert [(e[1], e[2]) for e in rec.of("stopped")] == [(a, "First."), (b, "Second.")]
+
+
+def test_bad_text_is_rejected(engine):
+    sp, _ = engine(max_text_chars=100)
+    with pytest.raises(ValueError, match="empty"):
+        sp.say("   ")
+    with pytest.raises(ValueError, match="exceeds"):
+        sp.say("word " * 50)
+
+
+def test_speech_budget_drops_sentences(engine):
+    sp, rec = engine(gate=SpeakerGate(max_speech_seconds=2.5, window_seconds=60))
+    sp.say(LONG)
+    wait_until(lambda: rec.of("error") and not sp.busy, 20, what="budget error")
+    assert "budget" in rec.of("error")[0][2]
+    assert 0.5 < rec.audio_seconds(16000) <= 2.5
