@@ -1,0 +1,559 @@
+"""asr node: VAD + streaming speech recognition.
+
+audio/mic (AudioDataStamped) or audio/mic/raw (AudioData), in the format audio/mic/info says
+  -> subscription callbacks decode, mix to mono, resample to 16 kHz and enqueue (bounded)
+  -> VAD thread: [echo guard] -> Silero VAD state machine -> SPEECH_STARTED / SPEECH_STOPPED on
+     voice/events the moment they are decided (it never waits for the recognizer)
+  -> recognizer thread: growing hypotheses on voice/transcript/partial while the user speaks,
+     one final on voice/transcript per utterance; long utterances in overlapping chunks.
+
+While the VAD hears silence after speech, the recognizer already transcribes the utterance up to
+the last speech sample (plus speech_pad_ms); when the silence lasts long enough to end the
+utterance, that result is the final, so the final follows the end-of-speech decision at once.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from audio_common_msgs.msg import AudioData, AudioDataStamped, AudioInfo
+from rclpy.node import Node
+
+from locara_ros.core.audio import (
+    AudioFormat,
+    AudioFormatError,
+    StreamResampler,
+    decode,
+    to_mono,
+)
+from locara_ros.core.backends.asr import (
+    ChatAudioTranscriber,
+    FasterWhisperTranscriber,
+    OpenAITranscriptionTranscriber,
+    Transcriber,
+    TranscriptionResult,
+)
+from locara_ros.core.backends.openai_http import BackendError, OpenAIClient, ServerConfig
+from locara_ros.core.models import resolve_whisper
+from locara_ros.core.transcripts import chunk_plan, clean_text, merge_chunks
+from locara_ros.core.vad import (
+    SAMPLE_RATE,
+    Segmenter,
+    SileroVad,
+    SpeechAudio,
+    SpeechStart,
+    SpeechStop,
+    VadConfig,
+)
+from locara_ros.msg import Transcript, VoiceEvent
+from locara_ros.nodes.common import (
+    AUDIO_QOS,
+    EVENTS_QOS,
+    LATCHED_QOS,
+    RELIABLE_QOS,
+    announce_ready,
+    declare,
+    ns_to_stamp,
+    run_node,
+    stamp_to_ns,
+    voice_event,
+)
+
+_RESET = object()  # queue marker: the audio format changed, end the utterance and start over
+PCM_CODINGS = ("", "wave", "wav", "pcm", "raw", "s16le")
+
+
+@dataclass
+class Utterance:
+    """One utterance, shared by the VAD thread (writes audio) and the recognizer (reads)."""
+
+    id: str
+    speech_start_ns: int
+    audio_start_ns: int  # capture time of sample 0 (pre-roll included)
+    frame_id: str
+    chunks: list[np.ndarray] = field(default_factory=list)
+    n: int = 0  # samples so far
+    speech_end_sample: int = 0  # just after the last speech window
+    in_silence: bool = False
+    stop: SpeechStop | None = None
+    cache: dict[tuple[int, int], TranscriptionResult] = field(default_factory=dict)
+    last_partial_speech_end: int = 0
+    last_partial_time: float = 0.0
+    partials: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def append(self, audio: np.ndarray, speech_end_sample: int, in_silence: bool) -> None:
+        with self.lock:
+            self.chunks.append(audio)
+            self.n += audio.size
+            self.speech_end_sample = speech_end_sample
+            self.in_silence = in_silence
+
+    def audio(self, end: int) -> np.ndarray:
+        with self.lock:
+            if len(self.chunks) > 1:
+                self.chunks = [np.concatenate(self.chunks)]
+            data = self.chunks[0] if self.chunks else np.zeros(0, np.float32)
+        return data[:end]
+
+
+class AsrNode(Node):
+    def __init__(self) -> None:
+        super().__init__("asr")
+        p = self._declare_parameters()
+        self.frame_id_default = p["frame_id"]
+
+        t0 = time.monotonic()
+        self.transcriber = self._make_transcriber(p)
+        self.vad = SileroVad(p["vad_model"])
+        self.segmenter = Segmenter(self.vad, VadConfig(
+            threshold=p["vad_threshold"], neg_threshold=p["vad_neg_threshold"],
+            start_ms=p["vad_start_ms"], stop_ms=p["vad_stop_ms"],
+            min_speech_ms=p["vad_min_speech_ms"], max_utterance_s=p["max_utterance_s"],
+            pre_roll_ms=p["vad_pre_roll_ms"]))
+        if p["backend"] == "faster_whisper":  # first inference allocates: do it now, not live
+            self.transcriber.transcribe(np.zeros(SAMPLE_RATE, np.float32), self.language)
+        load_seconds = time.monotonic() - t0
+
+        # Echo hook (locara_ros.core.echo, optional): cleans mic audio before VAD and ASR.
+        self.echo = None
+        self._echo_lock = threading.Lock()
+        if p["echo_mode"] != "off":
+            from locara_ros.core.echo import EchoGuard
+            self.echo = EchoGuard(p["echo_mode"], sample_rate=SAMPLE_RATE)
+
+        # Audio input state (touched only by callbacks of the default, mutually exclusive group).
+        self._fmt: AudioFormat | None = AudioFormat(p["input_sample_rate"], 1, "S16LE")
+        self._fmt_problem = ""
+        self._resampler = StreamResampler(self._fmt.sample_rate, SAMPLE_RATE)
+        self._audio_seen = False
+        self._bad_chunks = 0
+        self._frame_id = self.frame_id_default
+        self._audio_q: queue.Queue = queue.Queue(maxsize=max(10, p["queue_size"]))
+        self._dropped = 0
+
+        # Utterances: VAD thread -> recognizer.
+        self._cond = threading.Condition()
+        self._active: Utterance | None = None
+        self._finals: collections.deque[Utterance] = collections.deque()
+        self._counter = 0
+        self._id_prefix = f"{self.get_name()}-{secrets.token_hex(2)}"
+        self._closing = threading.Event()
+
+        self.events_pub = self.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
+        self.final_pub = self.create_publisher(Transcript, "voice/transcript", RELIABLE_QOS)
+        self.partial_pub = self.create_publisher(Transcript, "voice/transcript/partial",
+                                                 RELIABLE_QOS)
+        self.create_subscription(AudioInfo, "audio/mic/info", self._on_info, LATCHED_QOS)
+        self.create_subscription(AudioDataStamped, "audio/mic", self._on_stamped, AUDIO_QOS)
+        self.create_subscription(AudioData, p["audio_data_topic"], self._on_raw, AUDIO_QOS)
+        if self.echo is not None:
+            self._tts_fmt = AudioFormat(22050, 1, "S16LE")
+            self._tts_resampler = StreamResampler(self._tts_fmt.sample_rate, SAMPLE_RATE)
+            self.create_subscription(AudioInfo, "audio/tts/info", self._on_tts_info, LATCHED_QOS)
+            self.create_subscription(AudioDataStamped, "audio/tts", self._on_tts, AUDIO_QOS)
+            self.create_subscription(VoiceEvent, "voice/events", self._on_event, EVENTS_QOS)
+
+        self._vad_thread = threading.Thread(target=self._vad_loop, name="asr-vad")
+        self._worker = threading.Thread(target=self._work_loop, name="asr-recognizer")
+        self._vad_thread.start()
+        self._worker.start()
+        announce_ready(self, f"asr ({self.transcriber.name}, VAD {self.vad.path.name}, "
+                             f"echo {p['echo_mode']})", load_seconds)
+
+    # ------------------------------------------------------------------ parameters
+    def _declare_parameters(self) -> dict[str, Any]:
+        d = {}
+
+        def param(name, default, description):
+            d[name] = declare(self, name, default, description)
+
+        param("backend", "faster_whisper",
+              "faster_whisper (local), openai (/audio/transcriptions) or chat_audio "
+              "(/chat/completions with input_audio)")
+        param("model", "tiny.en", "faster_whisper: 'tiny.en', 'base' or a CTranslate2 model dir")
+        param("compute_type", "int8", "faster_whisper: CTranslate2 compute type")
+        param("device", "cpu", "faster_whisper: cpu, cuda or auto")
+        param("beam_size", 1, "faster_whisper: beam size (1 = greedy, fastest)")
+        param("threads", 0, "faster_whisper: CPU threads (0 = library default)")
+        param("language", "auto", "ISO 639-1 code, or 'auto' to detect (.en models: always en)")
+        param("initial_prompt", "", "text that primes the recognizer (names, jargon)")
+        param("server_url", "", "openai/chat_audio: base URL, e.g. http://gpu:8000/v1")
+        param("api_key", "", "openai/chat_audio: bearer token (empty: none)")
+        param("server_model", "", "openai/chat_audio: model name sent to the server")
+        param("server_timeout", 30.0, "openai/chat_audio: seconds per request")
+        param("chat_instruction", "", "chat_audio: instruction sent with the audio "
+                                      "(empty: ask for a verbatim transcript)")
+        param("partial_interval", 0.5, "seconds from the end of one partial hypothesis to the "
+                                       "next (0 = no partials)")
+        param("chunk_seconds", 25.0, "utterances longer than this are transcribed in "
+                                     "overlapping chunks of this length")
+        param("chunk_overlap", 2.0, "seconds shared by consecutive chunks")
+        param("speech_pad_ms", 200.0, "silence appended after the last speech window for "
+                                     "recognition")
+        param("vad_model", "", "Silero VAD v6 ONNX path (empty: the one inside faster-whisper)")
+        param("vad_threshold", 0.5, "speech probability that starts or resumes speech")
+        param("vad_neg_threshold", 0.0, "probability below which a window is silence "
+                                         "(0 = threshold - 0.15)")
+        param("vad_start_ms", 96.0, "speech needed before SPEECH_STARTED")
+        param("vad_stop_ms", 400.0, "silence that ends an utterance")
+        param("vad_min_speech_ms", 200.0, "shorter utterances are discarded (empty final)")
+        param("vad_pre_roll_ms", 300.0, "audio kept before the speech start")
+        param("max_utterance_s", 60.0, "an utterance is ended after this many seconds")
+        param("stream_timeout", 1.0, "end an utterance when no audio arrives for this long [s]")
+        param("input_sample_rate", 16000, "S16LE mono rate assumed until audio/mic/info arrives")
+        param("audio_data_topic", "audio/mic/raw", "topic for unstamped AudioData")
+        param("queue_size", 500, "audio chunks buffered between callbacks and the VAD thread")
+        param("echo_mode", "off", "off, half_duplex or reference (see locara_ros.core.echo)")
+        param("frame_id", "", "frame_id for transcripts when the audio carries none")
+        if d["echo_mode"] not in ("off", "half_duplex", "reference"):
+            raise ValueError(f"echo_mode '{d['echo_mode']}' is not off, half_duplex or reference")
+        if d["chunk_overlap"] < 0 or d["chunk_overlap"] >= d["chunk_seconds"] / 2:
+            raise ValueError("chunk_overlap must be >= 0 and less than half of chunk_seconds")
+        lang = str(d["language"]).strip().lower()
+        self.language = None if lang in ("", "auto") else lang
+        self.prompt = d["initial_prompt"]
+        self.partial_interval = float(d["partial_interval"])
+        self.chunk_samples = int(d["chunk_seconds"] * SAMPLE_RATE)
+        self.overlap_samples = int(d["chunk_overlap"] * SAMPLE_RATE)
+        self.pad_samples = int(d["speech_pad_ms"] / 1000 * SAMPLE_RATE)
+        self.stream_timeout = float(d["stream_timeout"])
+        return d
+
+    def _make_transcriber(self, p: dict[str, Any]) -> Transcriber:
+        backend = p["backend"]
+        if backend == "faster_whisper":
+            path = resolve_whisper(p["model"])
+            label = p["model"] if p["model"] in ("tiny.en", "base") else os.path.basename(
+                str(path).rstrip("/"))
+            return FasterWhisperTranscriber(path, label=label, compute_type=p["compute_type"],
+                                            device=p["device"], beam_size=p["beam_size"],
+                                            cpu_threads=p["threads"])
+        if backend in ("openai", "chat_audio"):
+            if not p["server_url"]:
+                raise ValueError(f"backend '{backend}' needs the server_url parameter "
+                                 "(e.g. http://gpu-server:8000/v1)")
+            client = OpenAIClient(ServerConfig(base_url=p["server_url"], api_key=p["api_key"],
+                                               model=p["server_model"],
+                                               timeout=float(p["server_timeout"])))
+            if backend == "openai":
+                return OpenAITranscriptionTranscriber(client, model=p["server_model"])
+            return ChatAudioTranscriber(client, model=p["server_model"],
+                                        instruction=p["chat_instruction"])
+        raise ValueError(f"backend '{backend}' is not faster_whisper, openai or chat_audio")
+
+    # ------------------------------------------------------------------ audio in (callbacks)
+    def _on_info(self, msg: AudioInfo) -> None:
+        try:
+            coding = msg.coding_format.strip().lower()
+            if coding not in PCM_CODINGS:
+                raise AudioFormatError(f"coding_format '{msg.coding_format}' is not raw PCM "
+                                       "('wave')")
+            fmt = AudioFormat(int(msg.sample_rate), int(msg.channels),
+                              (msg.sample_format or "S16LE").strip().upper())
+        except AudioFormatError as e:
+            self._fmt, self._fmt_problem = None, str(e)
+            self.get_logger().error(f"audio/mic/info: {e}; audio is ignored until a supported "
+                                    "AudioInfo arrives")
+            self._reset_stream()
+            return
+        if fmt == self._fmt:
+            return
+        if self._audio_seen and self._fmt is not None:
+            self.get_logger().error(
+                f"audio format changed mid-stream: {self._describe(self._fmt)} -> "
+                f"{self._describe(fmt)}; ending the current utterance and continuing in the new "
+                "format")
+            self._reset_stream()
+        else:
+            self.get_logger().info(f"audio format: {self._describe(fmt)}")
+        self._fmt, self._fmt_problem = fmt, ""
+        self._resampler = StreamResampler(fmt.sample_rate, SAMPLE_RATE)
+
+    @staticmethod
+    def _describe(fmt: AudioFormat) -> str:
+        return f"{fmt.sample_rate} Hz {fmt.channels} ch {fmt.sample_format}"
+
+    def _reset_stream(self) -> None:
+        self._audio_seen = False
+        self._put(_RESET)
+
+    def _on_stamped(self, msg: AudioDataStamped) -> None:
+        stamp = stamp_to_ns(msg.header.stamp)
+        self._on_audio(msg.audio.data, stamp or self.get_clock().now().nanoseconds,
+                       msg.header.frame_id)
+
+    def _on_raw(self, msg: AudioData) -> None:
+        self._on_audio(msg.data, self.get_clock().now().nanoseconds, "")
+
+    def _on_audio(self, data: Any, stamp_ns: int, frame_id: str) -> None:
+        fmt = self._fmt
+        if fmt is None:
+            self.get_logger().error(f"audio dropped: {self._fmt_problem}",
+                                    throttle_duration_sec=5.0)
+            return
+        try:
+            samples = decode(bytes(data), fmt)
+        except AudioFormatError as e:
+            self._bad_chunks += 1
+            self.get_logger().error(f"malformed audio chunk dropped ({e}); "
+                                    f"{self._bad_chunks} so far", throttle_duration_sec=2.0)
+            return
+        if samples.size == 0:
+            return
+        self._audio_seen = True
+        mono = self._resampler.process(to_mono(samples))
+        if mono.size:
+            self._put((mono, stamp_ns, frame_id or self.frame_id_default))
+
+    def _put(self, item: Any) -> None:
+        while True:
+            try:
+                self._audio_q.put_nowait(item)
+                return
+            except queue.Full:
+                try:  # drop the oldest chunk: the VAD must keep up with live audio
+                    self._audio_q.get_nowait()
+                    self._dropped += 1
+                    self.get_logger().warn(f"VAD queue full: {self._dropped} chunk(s) dropped",
+                                           throttle_duration_sec=5.0)
+                except queue.Empty:
+                    pass
+
+    # ------------------------------------------------------------------ echo hook
+    def _on_tts_info(self, msg: AudioInfo) -> None:
+        try:
+            fmt = AudioFormat(int(msg.sample_rate), int(msg.channels),
+                              (msg.sample_format or "S16LE").strip().upper())
+        except AudioFormatError as e:
+            self.get_logger().error(f"audio/tts/info: {e}")
+            return
+        if fmt != self._tts_fmt:
+            self._tts_fmt = fmt
+            self._tts_resampler = StreamResampler(fmt.sample_rate, SAMPLE_RATE)
+
+    def _on_tts(self, msg: AudioDataStamped) -> None:
+        try:
+            x = to_mono(decode(bytes(msg.audio.data), self._tts_fmt))
+        except AudioFormatError as e:
+            self.get_logger().error(f"audio/tts chunk dropped: {e}", throttle_duration_sec=5.0)
+            return
+        ref = self._tts_resampler.process(x)
+        t_ns = stamp_to_ns(msg.header.stamp) or self.get_clock().now().nanoseconds
+        with self._echo_lock:
+            self.echo.on_reference(ref, t_ns)
+
+    def _on_event(self, msg: VoiceEvent) -> None:
+        if msg.type in (VoiceEvent.SPEAKING_STARTED, VoiceEvent.SPEAKING_STOPPED):
+            with self._echo_lock:
+                self.echo.on_speaking(msg.type == VoiceEvent.SPEAKING_STARTED,
+                                      stamp_to_ns(msg.header.stamp))
+
+    # ------------------------------------------------------------------ VAD thread
+    def _vad_loop(self) -> None:
+        last_audio = time.monotonic()
+        while not self._closing.is_set():
+            try:
+                item = self._audio_q.get(timeout=0.1)
+            except queue.Empty:
+                if (self.segmenter.speaking
+                        and time.monotonic() - last_audio > self.stream_timeout):
+                    self._handle(self.segmenter.flush("audio stopped"))
+                continue
+            try:
+                if item is _RESET:
+                    self._handle(self.segmenter.flush("audio format changed"))
+                    self.segmenter.reset()
+                    continue
+                samples, stamp_ns, frame_id = item
+                last_audio = time.monotonic()
+                if self.echo is not None:
+                    with self._echo_lock:
+                        samples = self.echo.process(samples, stamp_ns)
+                self._frame_id = frame_id
+                self._handle(self.segmenter.feed(samples, stamp_ns))
+            except Exception as e:  # noqa: BLE001 - the VAD thread must survive anything
+                self.get_logger().error(f"VAD failed on a chunk: {type(e).__name__}: {e}",
+                                        throttle_duration_sec=5.0)
+
+    def _handle(self, events: list[object]) -> None:
+        for ev in events:
+            if isinstance(ev, SpeechAudio):
+                utt = self._active
+                if utt is not None:
+                    utt.append(ev.audio, ev.speech_end_sample, ev.in_silence)
+                    if ev.in_silence:
+                        with self._cond:
+                            self._cond.notify()
+            elif isinstance(ev, SpeechStart):
+                self._counter += 1
+                uid = f"{self._id_prefix}-{self._counter:04d}"
+                utt = Utterance(uid, ev.speech_start_ns,
+                                ev.speech_start_ns - ev.speech_offset * 1_000_000_000
+                                // SAMPLE_RATE, self._frame_id)
+                utt.append(ev.audio, ev.audio.size, False)
+                self.events_pub.publish(voice_event(
+                    self, VoiceEvent.SPEECH_STARTED, utterance_id=uid, stamp_ns=ev.decided_ns))
+                with self._cond:
+                    self._active = utt
+                    self._cond.notify()
+            elif isinstance(ev, SpeechStop):
+                utt = self._active
+                if utt is None:
+                    continue
+                detail = ev.reason + (" (too short, discarded)" if ev.discarded else "")
+                self.events_pub.publish(voice_event(
+                    self, VoiceEvent.SPEECH_STOPPED, utterance_id=utt.id, value=ev.duration,
+                    detail=detail, stamp_ns=ev.decided_ns))
+                with self._cond:
+                    utt.stop = ev
+                    self._active = None
+                    self._finals.append(utt)
+                    self._cond.notify()
+
+    # ------------------------------------------------------------------ recognizer thread
+    def _next_job(self) -> tuple[str, Utterance, int] | None:
+        if self._finals:
+            utt = self._finals.popleft()
+            return "final", utt, 0
+        utt = self._active
+        if utt is None:
+            return None
+        with utt.lock:
+            n, speech_end, silent = utt.n, utt.speech_end_sample, utt.in_silence
+        # Speculative final: silence after speech; transcribe up to the speech end (+ pad)
+        # now, so the final is ready when the VAD confirms the end.
+        if silent and not self._have(utt, speech_end):
+            return "speculative", utt, speech_end
+        # Partials: only for new speech, and `partial_interval` after the previous one ended,
+        # so the recognizer is never kept busy by partials when the final is due.
+        if (self.partial_interval > 0 and not silent
+                and speech_end > utt.last_partial_speech_end
+                and n >= int(0.3 * SAMPLE_RATE)
+                and time.monotonic() - utt.last_partial_time >= self.partial_interval):
+            return "partial", utt, n
+        return None
+
+    def _have(self, utt: Utterance, speech_end: int) -> bool:
+        plan = chunk_plan(speech_end + self.pad_samples, self.chunk_samples,
+                          self.overlap_samples)
+        return bool(plan) and (*plan[-1], True) in utt.cache
+
+    def _work_loop(self) -> None:
+        while not self._closing.is_set():
+            with self._cond:
+                job = self._next_job()
+                if job is None:
+                    self._cond.wait(timeout=0.05)
+                    continue
+            kind, utt, end = job
+            try:
+                if kind == "final":
+                    self._final(utt)
+                else:
+                    self._partial(utt, end, kind)
+            except Exception as e:  # noqa: BLE001 - keep recognizing the next utterance
+                self.get_logger().error(f"recognizer failed ({kind}, {utt.id}): "
+                                        f"{type(e).__name__}: {e}")
+
+    def _recognize(self, utt: Utterance, end: int,
+                   pad: bool = False) -> tuple[TranscriptionResult, float]:
+        """Text of utt[0:end] (+ speech_pad_ms of silence with pad), chunk by chunk; finished
+        chunks come from the cache. The pad is digital silence, not the audio after the speech,
+        so the final can be computed from the moment the silence begins."""
+        audio = utt.audio(end)
+        real = audio.size
+        if pad:
+            audio = np.concatenate([audio, np.zeros(self.pad_samples, np.float32)])
+        plan = chunk_plan(audio.size, self.chunk_samples, self.overlap_samples)
+        results, spent = [], 0.0
+        for start, stop in plan:
+            key = (start, stop, pad and stop > real)
+            r = utt.cache.get(key)
+            if r is None:
+                r = self.transcriber.transcribe(audio[start:stop], self.language, self.prompt)
+                utt.cache[key] = r
+                spent += r.inference_time
+            results.append(r)
+        weights = [max(r.duration, 1e-3) for r in results]
+        conf = float(np.average([r.confidence for r in results], weights=weights))
+        language = next((r.language for r in results if r.language), self.language or "")
+        text = merge_chunks([r.text for r in results]) if len(results) > 1 else clean_text(
+            results[0].text if results else "")
+        return TranscriptionResult(text, conf, language, duration=audio.size / SAMPLE_RATE,
+                                   inference_time=spent), spent
+
+    def _partial(self, utt: Utterance, end: int, kind: str) -> None:
+        with utt.lock:
+            speech_end = utt.speech_end_sample
+        utt.last_partial_speech_end = max(utt.last_partial_speech_end, speech_end)
+        try:
+            result, spent = self._recognize(utt, end, pad=kind == "speculative")
+        except (BackendError, ValueError, RuntimeError) as e:
+            self.get_logger().error(f"partial for {utt.id} failed: {e}",
+                                    throttle_duration_sec=5.0)
+            return
+        finally:
+            utt.last_partial_time = time.monotonic()
+        # Still before the final (this thread publishes both), even if the VAD has meanwhile
+        # decided the end: a hypothesis computed from the speech is worth showing.
+        # A speculative result the VAD has meanwhile confirmed is the final itself (next job).
+        if self.partial_interval > 0 and result.text and not (
+                kind == "speculative" and utt.stop is not None):
+            utt.partials += 1
+            self.partial_pub.publish(self._transcript(utt, result, spent, final=False))
+
+    def _final(self, utt: Utterance) -> None:
+        stop = utt.stop
+        assert stop is not None
+        if stop.discarded:
+            result, spent = TranscriptionResult("", 0.0, ""), 0.0
+        else:
+            try:
+                result, spent = self._recognize(utt, min(stop.speech_end_sample, utt.n),
+                                                pad=True)
+            except (BackendError, ValueError, RuntimeError) as e:
+                self.get_logger().error(f"transcription of {utt.id} failed: {e}")
+                self.events_pub.publish(voice_event(
+                    self, VoiceEvent.ERROR, utterance_id=utt.id,
+                    detail=f"{self.transcriber.name}: {e}"[:500]))
+                result, spent = TranscriptionResult("", 0.0, ""), 0.0
+        msg = self._transcript(utt, result, spent, final=True)
+        self.final_pub.publish(msg)
+        utt.cache.clear()
+        self.get_logger().info(
+            f"[{utt.id}] \"{result.text}\" ({result.duration:.2f} s audio, "
+            f"{spent * 1000:.0f} ms inference, {utt.partials} partial(s))")
+
+    def _transcript(self, utt: Utterance, r: TranscriptionResult, spent: float, *,
+                    final: bool) -> Transcript:
+        msg = Transcript(utterance_id=utt.id, text=r.text, is_final=final,
+                         confidence=float(r.confidence), language=r.language or "",
+                         audio_duration=float(r.duration), inference_time=float(spent),
+                         backend=self.transcriber.name)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = utt.frame_id
+        msg.speech_start = ns_to_stamp(utt.speech_start_ns)
+        if final and utt.stop is not None:
+            msg.speech_end = ns_to_stamp(utt.stop.speech_end_ns)
+        return msg
+
+    # ------------------------------------------------------------------ shutdown
+    def close(self) -> None:
+        self._closing.set()
+        with self._cond:
+            self._cond.notify_all()
+        for t in (self._vad_thread, self._worker):
+            t.join(10.0)
+        self.transcriber.close()
+
+
+def main(args=None) -> int:
+    return run_node(AsrNode, args)

@@ -1,0 +1,222 @@
+"""mic_capture's sources without ROS: conversion of real multi-channel files, file replay, device
+errors with backoff, and a real Wyoming client streaming to the Wyoming source."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+from support.speech import silence, synthesize, write_wav
+
+from locara_ros.core.audio import AudioFormatError, encode_s16le, resample
+from locara_ros.core.mic_sources import (
+    Converter,
+    DeviceSource,
+    FileSource,
+    OutputConfig,
+    WyomingSource,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:'audioop' is deprecated:DeprecationWarning")
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.chunks: list[np.ndarray] = []
+        self.stamps: list[int] = []
+        self.errors: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, chunk: np.ndarray, stamp: int) -> None:
+        with self.lock:
+            self.chunks.append(chunk.copy())
+            self.stamps.append(stamp)
+
+    def error(self, msg: str) -> None:
+        self.errors.append(msg)
+
+    def audio(self) -> np.ndarray:
+        with self.lock:
+            return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak normalized cross-correlation over small lags (resamplers delay a little)."""
+    n = min(a.size, b.size)
+    a, b = a[:n] - a[:n].mean(), b[:n] - b[:n].mean()
+    best = 0.0
+    for lag in range(-40, 41):
+        x, y = (a[lag:], b[:n - lag]) if lag >= 0 else (a[:n + lag], b[-lag:])
+        best = max(best, float(np.dot(x, y) / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-9)))
+    return best
+
+
+@pytest.fixture(scope="module")
+def speech16():
+    return np.concatenate([silence(0.2), synthesize("open the door please"), silence(0.2)])
+
+
+def test_device_conversion_path_with_a_real_48k_four_channel_file(speech16, tmp_path):
+    """What the PortAudio callback queues (native blocks, 4 channels at 48 kHz, like a ReSpeaker
+    array) goes through DeviceSource.process_block: mono 16 kHz chunks, channel selection, gain."""
+    speech48 = resample(speech16, 16000, 48000)
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(speech48.size) / 48000)).astype(np.float32)
+    four = np.stack([speech48, tone, speech48 * 0.5, np.zeros_like(tone)], axis=1)
+    path = tmp_path / "array.wav"
+    sf.write(str(path), four, 48000, subtype="PCM_16")
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+
+    for channel, gain_db, expect in ((0, 0.0, speech16), (1, 0.0, None), (-1, 6.0, None)):
+        sink = Sink()
+        out = OutputConfig(sample_rate=16000, chunk_ms=20, channel=channel, gain_db=gain_db)
+        dev = DeviceSource("file-backed", out, sink)
+        dev._converter = Converter(rate, data.shape[1], out)
+        t0 = 1_000_000_000
+        for i in range(0, data.shape[0], 960):  # 20 ms PortAudio blocks
+            dev.process_block(data[i:i + 960], t0 + i * 1_000_000_000 // rate)
+        got = sink.audio()
+        assert all(c.size == 320 for c in sink.chunks)
+        # Live streams are never flushed: the resampler delay and a partial chunk stay behind.
+        assert speech16.size - 1000 <= got.size <= speech16.size
+        assert np.diff(sink.stamps).tolist() == [20_000_000] * (len(sink.stamps) - 1)
+        if channel == 0:
+            assert similarity(got, expect) > 0.95
+        elif channel == 1:  # the tone channel, not the speech
+            assert similarity(got, speech16) < 0.3
+            assert np.sqrt(np.mean(got[1600:-1600] ** 2)) == pytest.approx(0.3 / np.sqrt(2),
+                                                                          rel=0.05)
+        else:  # mix of all four, +6 dB
+            mix = resample(four.mean(axis=1), 48000, 16000) * 10 ** (6 / 20)
+            assert similarity(got, np.clip(mix, -1, 1)) > 0.95
+
+
+def test_converter_rejects_a_missing_channel():
+    with pytest.raises(AudioFormatError, match="channel 3 requested"):
+        Converter(48000, 2, OutputConfig(channel=3))
+
+
+def test_missing_device_is_retried_with_backoff():
+    sink = Sink()
+    dev = DeviceSource("no-such-microphone-7", OutputConfig(), sink, retry_initial=0.05,
+                       retry_max=0.2, on_error=sink.error).start()
+    try:
+        deadline = time.monotonic() + 10
+        while dev.failures < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        dev.stop()
+    assert dev.retry_delays[:4] == [0.05, 0.1, 0.2, 0.2]
+    assert "no-such-microphone-7" in sink.errors[0] and "retry in" in sink.errors[0]
+    assert not dev.opened.is_set() and not dev.running
+
+
+def test_file_source_silence_padding_and_loop(speech16, tmp_path):
+    path = write_wav(tmp_path / "s.flac", speech16, rate=16000, subtype="PCM_16")
+    sink, done = Sink(), threading.Event()
+    src = FileSource(path, OutputConfig(chunk_ms=20), sink, realtime=False, lead_silence=0.5,
+                     trail_silence=0.25, on_finished=done.set)
+    src.start()
+    assert done.wait(20)
+    src.stop()
+    got = sink.audio()
+    expect = 0.5 * 16000 + speech16.size + 0.25 * 16000
+    assert got.size == pytest.approx(expect, abs=320)
+    assert np.all(got[:7900] == 0) and similarity(got[8000:], speech16) > 0.99
+    assert np.diff(sink.stamps).tolist() == [20_000_000] * (len(sink.stamps) - 1)
+
+    looped = Sink()
+    src = FileSource(path, OutputConfig(chunk_ms=20), looped, realtime=False, loop=True)
+    src.start()
+    deadline = time.monotonic() + 20
+    while src.passes < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    src.stop()
+    assert src.passes >= 3 and not src.finished.is_set()
+
+
+def test_file_source_real_time_pacing(speech16, tmp_path):
+    path = write_wav(tmp_path / "s.wav", speech16[:8000], rate=16000)
+    sink = Sink()
+    src = FileSource(path, OutputConfig(chunk_ms=20), sink, realtime=True)
+    t0 = time.monotonic()
+    src.start()
+    assert src.finished.wait(10)
+    elapsed = time.monotonic() - t0
+    src.stop()
+    assert elapsed >= 0.45  # half a second of audio is not replayed faster than real time
+    assert len(sink.chunks) == 25
+
+
+def test_unreadable_file_names_the_file(tmp_path):
+    bad = tmp_path / "not_audio.wav"
+    bad.write_bytes(b"this is not a wav file")
+    with pytest.raises(RuntimeError, match="not_audio.wav"):
+        FileSource(bad, OutputConfig(), Sink())
+
+
+def test_wyoming_source_receives_a_real_client_stream(speech16):
+    from wyoming.audio import AudioChunk, AudioStart, AudioStop
+    from wyoming.client import AsyncTcpClient
+    from wyoming.info import Describe, Info
+
+    sink = Sink()
+    src = WyomingSource("127.0.0.1", 0, OutputConfig(chunk_ms=20), sink, on_error=sink.error)
+    src.start()
+    try:
+        assert src.listening.wait(5)
+        rate = 44100
+        speech = resample(speech16, 16000, rate)
+        pcm = encode_s16le(np.stack([speech, -speech], axis=1).reshape(-1))  # stereo
+
+        async def client() -> Info:
+            async with AsyncTcpClient("127.0.0.1", src.bound_port) as c:
+                await c.write_event(Describe().event())
+                info = Info.from_event(await asyncio.wait_for(c.read_event(), 5))
+                await c.write_event(AudioStart(rate=rate, width=2, channels=2).event())
+                for i in range(0, len(pcm), 4096):
+                    await c.write_event(AudioChunk(rate=rate, width=2, channels=2,
+                                                   audio=pcm[i:i + 4096]).event())
+                await c.write_event(AudioStop().event())
+                await asyncio.sleep(0.3)
+                return info
+
+        info = asyncio.run(client())
+        deadline = time.monotonic() + 5
+        while sink.audio().size < speech16.size - 320 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        src.stop()
+    assert info.mic[0].mic_format.rate == 16000 and info.mic[0].mic_format.channels == 1
+    got = sink.audio()
+    assert got.size == pytest.approx(speech16.size, abs=640)
+    # Channels mixed: speech and its inverse cancel. Select channel 0 to hear the speech.
+    assert np.abs(got).max() < 0.01
+    assert src.streams == 1 and not sink.errors
+
+
+def test_wyoming_source_picks_a_channel(speech16):
+    from wyoming.audio import AudioChunk, AudioStop
+    from wyoming.client import AsyncTcpClient
+
+    sink = Sink()
+    src = WyomingSource("127.0.0.1", 0, OutputConfig(chunk_ms=20, channel=0), sink,
+                        on_error=sink.error).start()
+    try:
+        assert src.listening.wait(5)
+        pcm = encode_s16le(np.stack([speech16, -speech16], axis=1).reshape(-1))
+
+        async def client() -> None:  # no audio-start: the chunk's own format is used
+            async with AsyncTcpClient("127.0.0.1", src.bound_port) as c:
+                for i in range(0, len(pcm), 2560):
+                    await c.write_event(AudioChunk(rate=16000, width=2, channels=2,
+                                                   audio=pcm[i:i + 2560]).event())
+                await c.write_event(AudioStop().event())
+                await asyncio.sleep(0.3)
+
+        asyncio.run(client())
+    finally:
+        src.stop()
+    assert similarity(sink.audio(), speech16) > 0.99

@@ -1,0 +1,265 @@
+"""Voice in, end to end with real processes: mic_capture (file / device / Wyoming) -> asr.
+
+Speech is made in the set-up with the packaged Piper voice; the recognizer is the real
+faster-whisper tiny.en and the VAD the real Silero model.
+"""
+from __future__ import annotations
+
+import array
+import asyncio
+import socket
+import time
+
+import numpy as np
+import pytest
+from audio_common_msgs.msg import AudioData, AudioDataStamped, AudioInfo
+from support.speech import noise, silence, synthesize, write_wav
+
+from locara_ros.core.audio import encode_s16le
+from locara_ros.core.transcripts import normalize_text
+from locara_ros.msg import Transcript, VoiceEvent
+from locara_ros.nodes.common import (
+    AUDIO_QOS,
+    EVENTS_QOS,
+    LATCHED_QOS,
+    RELIABLE_QOS,
+    stamp_to_ns,
+)
+from locara_ros.testing.processes import NodeProcess
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore:.audioop. is deprecated:DeprecationWarning")]
+
+PHRASES = ["go back to the charging station", "turn around and come back",
+           "pick up the red ball and look at the table"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Listener:
+    """In-process subscriber to everything the asr node publishes."""
+
+    def __init__(self, ros, name: str) -> None:
+        self.node = ros.node(name)
+        self.finals = ros.collect(self.node, Transcript, "voice/transcript", RELIABLE_QOS)
+        self.partials = ros.collect(self.node, Transcript, "voice/transcript/partial",
+                                    RELIABLE_QOS)
+        self.events = ros.collect(self.node, VoiceEvent, "voice/events", EVENTS_QOS)
+
+    def wait_connected(self, ros, *topics: str) -> None:
+        for topic in topics or ("voice/transcript", "voice/events"):
+            ros.wait_for_publishers(self.node, topic, timeout=20)
+
+    def timeline(self) -> list[tuple[float, str, object]]:
+        """(arrival, kind, msg) in arrival order across all three topics."""
+        rows = []
+        for col, kind in ((self.finals, "final"), (self.partials, "partial"),
+                          (self.events, "event")):
+            with col._lock:
+                rows += [(t, kind, m) for t, m in zip(col.arrivals, col.messages, strict=True)]
+        return sorted(rows, key=lambda r: r[0])
+
+
+def asr_node(procs, **params) -> NodeProcess:
+    base = {"partial_interval": 0.3}
+    base.update(params)
+    return procs.start(NodeProcess.node("asr", log_dir=procs.log_dir, params=base),
+                       ready_timeout=90)
+
+
+def stream_audio(pub, audio: np.ndarray, rate: int, channels: int = 1, chunk_ms: float = 20.0,
+                 stamped: bool = True, clock=None) -> None:
+    """Publish float32 audio ((frames,) or (frames, ch)) as S16LE chunks, paced in real time."""
+    n = int(rate * chunk_ms / 1000)
+    t0 = time.monotonic()
+    for k, i in enumerate(range(0, audio.shape[0], n)):
+        data = array.array("B", encode_s16le(audio[i:i + n].reshape(-1)))
+        if stamped:
+            msg = AudioDataStamped()
+            msg.audio.data = data
+            if clock is not None:
+                msg.header.stamp = clock.now().to_msg()
+        else:
+            msg = AudioData(data=data)
+        pub.publish(msg)
+        delay = t0 + (k + 1) * chunk_ms / 1000 - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+def test_file_source_48k_stereo_to_asr(ros, procs, tmp_path):
+    """48 kHz stereo WAV with background noise -> mic_capture -> asr: transcripts, partials
+    before finals, VAD events in order, stamps that follow the file's timeline."""
+    lead, gap, rate = 0.8, 2.0, 48000
+    parts, onsets, t = [silence(lead, rate)], [], lead
+    for phrase in PHRASES:  # Piper varies between runs: synthesize once, note the onsets
+        speech = synthesize(phrase, rate)
+        onsets.append(t)
+        parts += [speech, silence(gap, rate)]
+        t += (speech.size + int(gap * rate)) / rate
+    audio48 = np.concatenate(parts) + noise(t, rate, dbfs=-50)[:sum(p.size for p in parts)]
+    wav = write_wav(tmp_path / "talk48k.wav", np.clip(audio48, -1, 1), rate=rate, channels=2)
+
+    listener = Listener(ros, "voice_in_listener")
+    info = ros.collect(listener.node, AudioInfo, "audio/mic/info", LATCHED_QOS)
+    asr_node(procs)
+    mic = procs.start(NodeProcess.node("mic_capture", log_dir=procs.log_dir, params={
+        "source": "file", "file_path": str(wav), "realtime": True}))
+
+    finals = listener.finals.wait_for(len(PHRASES), timeout=60)
+    assert [normalize_text(f.text) for f in finals] == [normalize_text(p) for p in PHRASES]
+    [inf] = info.wait_for(1)
+    assert (inf.sample_rate, inf.channels, inf.sample_format, inf.coding_format) == (
+        16000, 1, "S16LE", "wave")
+    mic.wait_for_output("file source finished", timeout=15)
+    assert mic.alive, "mic_capture must stay up after the file ends"
+
+    # Let the last events/partials land, then check each utterance's story. Order within one
+    # topic is delivery order; across topics (DDS gives no order) it is the header stamps.
+    time.sleep(0.5)
+    ids = [f.utterance_id for f in finals]
+    assert len(set(ids)) == len(ids) and all(ids)
+    events = listener.events.snapshot()
+    partials = listener.partials.snapshot()
+    for uid, final in zip(ids, finals, strict=True):
+        mine = [e for e in events if e.utterance_id == uid]
+        assert [e.type for e in mine] == [VoiceEvent.SPEECH_STARTED, VoiceEvent.SPEECH_STOPPED]
+        started, stopped = mine
+        assert started.source == "/asr" and stamp_to_ns(started.header.stamp) < stamp_to_ns(
+            stopped.header.stamp) <= stamp_to_ns(final.header.stamp)
+        assert 0.3 < stopped.value < 3.0  # speech duration [s]
+        hyps = [p for p in partials if p.utterance_id == uid]
+        assert hyps, f"no partial for {uid}"
+        assert all(not p.is_final and p.speech_end.sec == 0 and p.text for p in hyps)
+        assert all(stamp_to_ns(started.header.stamp) <= stamp_to_ns(p.header.stamp)
+                   <= stamp_to_ns(final.header.stamp) for p in hyps)
+        assert final.is_final and final.language == "en" and 0.0 < final.confidence <= 1.0
+        assert final.backend == "faster_whisper:tiny.en"
+        assert stamp_to_ns(final.speech_start) < stamp_to_ns(final.speech_end)
+        assert final.audio_duration > stopped.value
+    # Capture stamps survive mic_capture -> asr: speech starts are as far apart as in the file.
+    starts = [stamp_to_ns(f.speech_start) / 1e9 for f in finals]
+    for k in range(1, len(PHRASES)):
+        assert starts[k] - starts[0] == pytest.approx(onsets[k] - onsets[0], abs=0.2)
+    # Ids look like "<node>-<4 hex>-<counter>".
+    prefix, hex4, counter = ids[0].rsplit("-", 2)
+    assert prefix == "asr" and len(hex4) == 4 and counter.isdigit()
+
+
+def test_malformed_audio_leaves_asr_running(ros, procs):
+    """Odd-length PCM, an unknown sample format and a rate change mid-stream are logged; the
+    node keeps going and transcribes the next utterance (48 kHz stereo, unstamped AudioData)."""
+    asr = asr_node(procs, stream_timeout=0.5)
+    node = ros.node("malformed_feeder")
+    info_pub = node.create_publisher(AudioInfo, "audio/mic/info", LATCHED_QOS)
+    mic_pub = node.create_publisher(AudioDataStamped, "audio/mic", AUDIO_QOS)
+    raw_pub = node.create_publisher(AudioData, "audio/mic/raw", AUDIO_QOS)
+    listener = Listener(ros, "malformed_listener")
+    ros.wait_for_subscribers(mic_pub)
+    ros.wait_for_subscribers(raw_pub)
+    ros.wait_for_subscribers(info_pub)
+    listener.wait_connected(ros)
+
+    info_pub.publish(AudioInfo(channels=1, sample_rate=16000, sample_format="S16LE",
+                               bitrate=256000, coding_format="wave"))
+    bad = AudioDataStamped()
+    bad.audio.data = array.array("B", b"\x01\x02\x03")
+    mic_pub.publish(bad)
+    asr.wait_for_output(r"malformed audio chunk dropped \(3 bytes", timeout=10)
+
+    info_pub.publish(AudioInfo(channels=1, sample_rate=16000, sample_format="S24BE",
+                               bitrate=0, coding_format="wave"))
+    asr.wait_for_output(r"audio/mic/info: unsupported sample_format 'S24BE'", timeout=10)
+    mic_pub.publish(AudioDataStamped(audio=AudioData(data=array.array("B", bytes(640)))))
+    asr.wait_for_output(r"audio dropped: unsupported sample_format", timeout=10)
+
+    # Half an utterance at 16 kHz, then the rate changes under it.
+    info_pub.publish(AudioInfo(channels=1, sample_rate=16000, sample_format="S16LE",
+                               bitrate=256000, coding_format="wave"))
+    time.sleep(0.3)
+    first = np.concatenate([silence(0.5), synthesize("please open the door for me")[:16000]])
+    stream_audio(mic_pub, first, 16000, clock=node.get_clock())
+    info_pub.publish(AudioInfo(channels=2, sample_rate=48000, sample_format="S16LE",
+                               bitrate=48000 * 2 * 16, coding_format="wave"))
+    asr.wait_for_output(r"audio format changed mid-stream: 16000 Hz 1 ch S16LE -> "
+                        r"48000 Hz 2 ch S16LE", timeout=10)
+
+    speech = np.concatenate([silence(0.5, 48000), synthesize("pick up the red ball", 48000),
+                             silence(1.0, 48000)])
+    stereo = np.stack([speech, speech * 0.7], axis=1)
+    stream_audio(raw_pub, stereo, 48000, stamped=False)
+    final = listener.finals.wait_for(1, timeout=30, where=lambda m: normalize_text(m.text) ==
+                                     "pick up the red ball")[-1]
+    assert final.is_final and asr.alive
+    # The interrupted utterance was ended (not lost, not merged into the next one).
+    starts = [e for e in listener.events.snapshot() if e.type == VoiceEvent.SPEECH_STARTED]
+    stops = [e for e in listener.events.snapshot() if e.type == VoiceEvent.SPEECH_STOPPED]
+    assert len(starts) == len(stops) == 2
+    assert "audio format changed" in stops[0].detail
+
+
+def test_device_source_missing_device_retries_with_backoff(ros, procs):
+    node = ros.node("device_listener")
+    events = ros.collect(node, VoiceEvent, "voice/events", EVENTS_QOS)
+    mic = procs.start(NodeProcess.node("mic_capture", log_dir=procs.log_dir, params={
+        "source": "device", "device": "no-such-microphone-42", "retry_initial": 0.2,
+        "retry_max": 0.8}))
+    mic.wait_for_output(r"no-such-microphone-42.*retry in 0\.2 s", timeout=10)
+    mic.wait_for_output(r"retry in 0\.4 s", timeout=10)
+    mic.wait_for_output(r"retry in 0\.8 s", timeout=10)
+    errors = events.wait_for(1, timeout=10, where=lambda e: e.type == VoiceEvent.ERROR)
+    assert "no-such-microphone-42" in errors[0].detail
+    assert errors[0].source == "/mic_capture"
+    assert mic.alive
+
+
+def test_wyoming_satellite_to_asr(ros, procs):
+    """A real wyoming client (a satellite) streams a 22.05 kHz stereo recording over TCP."""
+    from wyoming.audio import AudioChunk, AudioStart, AudioStop
+    from wyoming.client import AsyncTcpClient
+    from wyoming.info import Describe, Info
+
+    port = free_port()
+    listener = Listener(ros, "wyoming_listener")
+    mic_chunks = ros.collect(listener.node, AudioDataStamped, "audio/mic", AUDIO_QOS)
+    asr_node(procs)
+    procs.start(NodeProcess.node("mic_capture", log_dir=procs.log_dir, params={
+        "source": "wyoming", "wyoming_host": "127.0.0.1", "wyoming_port": port,
+        "chunk_ms": 30.0}))
+    listener.wait_connected(ros)
+    ros.wait_for_publishers(listener.node, "audio/mic")
+
+    rate = 22050
+    speech = np.concatenate([silence(0.6, rate), synthesize("take a picture", rate),
+                             silence(1.0, rate)])
+    pcm = encode_s16le(np.stack([speech, speech * 0.5], axis=1).reshape(-1))
+
+    async def satellite() -> Info:
+        async with AsyncTcpClient("127.0.0.1", port) as client:
+            await client.write_event(Describe().event())
+            info = Info.from_event(await asyncio.wait_for(client.read_event(), 5))
+            await client.write_event(AudioStart(rate=rate, width=2, channels=2).event())
+            step = int(rate * 0.05) * 4  # 50 ms of 2-channel S16LE
+            t0 = time.monotonic()
+            for k, i in enumerate(range(0, len(pcm), step)):
+                await client.write_event(AudioChunk(rate=rate, width=2, channels=2,
+                                                    audio=pcm[i:i + step]).event())
+                await asyncio.sleep(max(0.0, t0 + (k + 1) * 0.05 - time.monotonic()))
+            await client.write_event(AudioStop().event())
+            return info
+
+    info = asyncio.run(satellite())
+    assert info.mic and info.mic[0].mic_format.rate == 16000
+    [final] = listener.finals.wait_for(1, timeout=30)
+    assert normalize_text(final.text) == "take a picture"
+    chunks = mic_chunks.snapshot()
+    assert chunks and all(len(c.audio.data) == 480 * 2 for c in chunks)  # 30 ms at 16 kHz
+    received = sum(len(c.audio.data) for c in chunks) / 2 / 16000
+    assert received == pytest.approx(speech.size / rate, abs=0.1)
+    stamps = [stamp_to_ns(c.header.stamp) for c in chunks]
+    assert stamps == sorted(stamps)
+
