@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         mic_file="" if args.live else str(Path(args.wav).resolve()),
         camera_topic=args.camera_topic, whisper_model=args.whisper_model,
         llm_model=args.llm_model, vlm_model=vlm_model, vlm_mmproj=vlm_mmproj,
-        vlm_chat_handler=handler, tts_output="both" if args.live else "topic")
+        vlm_chat_handler=handler, tts_output="device" if args.live else "topic")
     specs = build(options)
 
     from locara_ros.testing.inprocess import RosHarness

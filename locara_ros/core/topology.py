@@ -63,7 +63,7 @@ class TopologyOptions:
 
     def __post_init__(self) -> None:
         for name, allowed in (("topology", TOPOLOGIES), ("offboard_mode", OFFBOARD_MODES),
-                              ("role", ROLES)):
+                              ("role", ROLES), ("tts_output", ("", "device", "topic"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, "
                                  f"got '{getattr(self, name)}'")
@@ -98,7 +98,8 @@ ARGUMENT_DESCRIPTIONS: dict[str, str] = {
     "vlm_server_url": "OpenAI-compatible server for vlm, e.g. http://gpu:8081/v1",
     "asr_server_url": "optional OpenAI-compatible transcription server; the local Whisper stays "
                       "as fallback",
-    "tts_output": "tts output: device, topic or both (empty = the config file's choice)",
+    "tts_output": "tts output: device (play on the PortAudio device, and publish audio/tts) or "
+                  "topic (only publish audio/tts, for a speaker elsewhere); empty = config file",
 }
 assert set(ARGUMENT_DESCRIPTIONS) == {f.name for f in fields(TopologyOptions)}
 
@@ -139,7 +140,9 @@ def build(options: TopologyOptions) -> list[NodeSpec]:
     if o.asr_server_url:
         asr_params.update(backend="openai", server_url=o.asr_server_url, fallback="local")
     asr = NodeSpec("asr", "asr", "robot", files, _drop_empty(asr_params))
-    tts = NodeSpec("tts", "tts", "robot", files, _drop_empty({"output": o.tts_output}))
+    tts_params = {"device": {"play_on_device": True}, "topic": {"play_on_device": False},
+                  "": {}}[o.tts_output]
+    tts = NodeSpec("tts", "tts", "robot", files, tts_params)
 
     parser_params: dict[str, Any] = {"model_path": o.llm_model}
     vlm_params: dict[str, Any] = {"model_path": o.vlm_model, "mmproj_path": o.vlm_mmproj,
