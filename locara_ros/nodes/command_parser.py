@@ -1,0 +1,390 @@
+"""command_parser node: final transcripts -> schema-valid robot commands and a streamed reply.
+
+Subscribes voice/transcript and voice/events (barge-in); publishes voice/command, voice/reply
+(token by token) and voice/events (CANCELLED, ERROR); serves voice/parse; calls vision/ask for
+questions about what the robot sees. Model inference runs on one worker thread fed by a bounded
+queue; callbacks only enqueue, except the stop fast path, which is rule-based and published from
+the callback at once. See docs/parser.md.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+
+from locara_ros.core.backends.chat import (
+    RESPONSE_FORMATS,
+    CommandModel,
+    LlamaCppCommandModel,
+    OpenAICommandModel,
+)
+from locara_ros.core.command_schema import load_schema
+from locara_ros.core.parser import CommandParser, ParseOutcome, ParserConfig
+from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, VoiceEvent
+from locara_ros.nodes.common import (
+    EVENTS_QOS,
+    RELIABLE_QOS,
+    STREAM_QOS,
+    announce_ready,
+    declare,
+    run_node,
+    voice_event,
+)
+from locara_ros.srv import AskVision, ParseCommand
+
+_STOP = object()  # worker shutdown sentinel
+
+
+def default_schema_path() -> str:
+    """share/locara_ros/config/commands.yaml of the installed package."""
+    from ament_index_python.packages import get_package_share_directory
+    return str(Path(get_package_share_directory("locara_ros")) / "config" / "commands.yaml")
+
+
+@dataclass
+class _Job:
+    text: str
+    utterance_id: str  # id of the reply stream (and of the command, unless from the service)
+    command_utterance_id: str
+    use_history: bool = True
+    publish: bool = True
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: ParseOutcome | None = None
+
+
+class _ReplyStream:
+    """ReplyChunks of one reply: seq numbering, a final chunk, cancellation."""
+
+    def __init__(self, node: CommandParserNode, utterance_id: str, enabled: bool) -> None:
+        self.node, self.utterance_id, self.enabled = node, utterance_id, enabled
+        self.seq = 0
+        self.closed = False
+
+    def send(self, text: str, *, final: bool = False, cancelled: bool = False) -> None:
+        if not self.enabled or self.closed:
+            return
+        msg = ReplyChunk(utterance_id=self.utterance_id, seq=self.seq, text=text, final=final,
+                         cancelled=cancelled)
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.node.reply_pub.publish(msg)
+        self.seq += 1
+        self.closed = final
+
+
+class CommandParserNode(Node):
+    def __init__(self) -> None:
+        super().__init__("command_parser")
+        p = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
+        schema_path = p("schema_path", "", "Command schema YAML; empty = the installed "
+                        "share/locara_ros/config/commands.yaml")
+        backend = p("backend", "llama_cpp", "Model backend: llama_cpp (local GGUF) or openai "
+                    "(OpenAI-compatible chat server)")
+        model_path = p("model_path", "", "GGUF file for llama_cpp; empty = packaged "
+                       "SmolLM2-135M-Instruct")
+        n_ctx = p("n_ctx", 2048, "llama_cpp context length in tokens")
+        n_threads = p("n_threads", 0, "llama_cpp CPU threads; 0 = llama.cpp's default")
+        chat_format = p("chat_format", "", "llama_cpp chat format; empty = the GGUF's template")
+        constrained = p("constrained", True, "llama_cpp: grammar-constrained decoding derived "
+                        "from the schema")
+        server_url = p("server_url", "", "openai: base URL, e.g. http://gpu:8080/v1")
+        api_key = p("api_key", "", "openai: API key (empty = none)")
+        server_model = p("server_model", "", "openai: model name to request")
+        response_format = p("response_format", "auto", "openai: json_schema, json_object, none "
+                            "or auto (json_schema, falling back on refusal)")
+        request_timeout = p("request_timeout_s", 30.0, "openai: connect/read timeout in seconds")
+        cfg = ParserConfig(
+            history_turns=p("history_turns", 4, "Conversation turns kept as context (0 = none)"),
+            few_shot=p("few_shot", -1, "Schema examples in the prompt: -1 all, 0 none, n first"),
+            few_shot_select=p("few_shot_select", "all+similar", "Example choice: all, similar "
+                              "or all+similar"),
+            few_shot_similar=p("few_shot_similar", 3, "Most similar examples repeated before "
+                               "the request (all+similar)"),
+            normalize_numbers=p("normalize_numbers", True, "Rewrite spoken numbers as digits "
+                                "before the model sees the text"),
+            reply_source=p("reply_source", "model", "model: stream the model's reply; template: "
+                           "say the schema's reply template"),
+            reply_max_chars=p("reply_max_chars", 160, "Maximum reply length in characters"),
+            max_tokens=p("max_tokens", 160, "Maximum generated tokens per request"),
+            temperature=p("temperature", 0.0, "Sampling temperature (0 = greedy)"),
+            generation_timeout_s=p("generation_timeout_s", 30.0, "Give up on a generation "
+                                   "after this many seconds"),
+            vision_timeout_s=p("vision_timeout_s", 10.0, "Wait this long for vision/ask"),
+            confirmation_timeout_s=p("confirmation_timeout_s", 20.0, "A pending 'are you sure?' "
+                                     "expires after this many seconds"),
+            max_text_chars=p("max_text_chars", 400, "Longer requests are refused"),
+            fast_path=p("stop_fast_path", True, "Recognise the schema's stop phrases without "
+                        "the model"),
+        )
+        self.queue_size = max(1, int(p("queue_size", 4, "Pending requests; the oldest "
+                                       "transcript is dropped when full")))
+        self.service_timeout = float(p("service_timeout_s", 60.0, "voice/parse answers "
+                                       "success=false after this many seconds"))
+        self.vision_enabled = bool(p("vision_enabled", True, "Call vision/ask for vision "
+                                     "actions; false = always 'I can't see right now'"))
+        warmup = bool(p("warmup", True, "Run one generation at start-up to fill the prompt "
+                        "cache"))
+        if cfg.few_shot_select not in ("all", "similar", "all+similar"):
+            raise ValueError(f"few_shot_select must be all, similar or all+similar, got "
+                             f"'{cfg.few_shot_select}'")
+        if cfg.reply_source not in ("model", "template"):
+            raise ValueError(f"reply_source must be model or template, got '{cfg.reply_source}'")
+
+        started = time.monotonic()
+        path = schema_path or default_schema_path()
+        self.schema = load_schema(path)  # SchemaError names file and line
+        self.model = self._make_model(backend, model_path=model_path, n_ctx=n_ctx,
+                                      n_threads=n_threads, chat_format=chat_format,
+                                      constrained=constrained, server_url=server_url,
+                                      api_key=api_key, server_model=server_model,
+                                      response_format=response_format,
+                                      request_timeout=request_timeout)
+        self.parser = CommandParser(self.schema, self.model, cfg)
+        if warmup and backend == "llama_cpp":
+            self.parser.parse("hello", use_history=False)
+        load_seconds = time.monotonic() - started
+
+        self.command_pub = self.create_publisher(RobotCommand, "voice/command", RELIABLE_QOS)
+        self.reply_pub = self.create_publisher(ReplyChunk, "voice/reply", STREAM_QOS)
+        self.events_pub = self.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
+        # Transcripts and events only enqueue / set flags; they never wait on the model.
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = ReentrantCallbackGroup()
+        self._vision_group = ReentrantCallbackGroup()
+        self.create_subscription(Transcript, "voice/transcript", self._on_transcript,
+                                 RELIABLE_QOS, callback_group=self._input_group)
+        self.create_subscription(VoiceEvent, "voice/events", self._on_event, EVENTS_QOS,
+                                 callback_group=self._input_group)
+        self.create_service(ParseCommand, "voice/parse", self._on_parse,
+                            callback_group=self._service_group)
+        self.vision_client = self.create_client(AskVision, "vision/ask",
+                                                callback_group=self._vision_group)
+
+        self._jobs: queue.Queue[Any] = queue.Queue(maxsize=self.queue_size)
+        self._current: _Job | None = None
+        self._current_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._worker = threading.Thread(target=self._work, name="command_parser_worker")
+        self._worker.start()
+        self.get_logger().info(
+            f"schema {path}: {len(self.schema.actions)} actions; backend {self.model.name}; "
+            f"few-shot {cfg.few_shot_select}")
+        announce_ready(self, "command_parser", load_seconds)
+
+    # ------------------------------------------------------------------ set-up
+    def _make_model(self, backend: str, **kw: Any) -> CommandModel:
+        if backend == "llama_cpp":
+            return LlamaCppCommandModel(kw["model_path"], n_ctx=int(kw["n_ctx"]),
+                                        n_threads=int(kw["n_threads"]),
+                                        chat_format=kw["chat_format"],
+                                        constrained=bool(kw["constrained"]))
+        if backend == "openai":
+            if not kw["server_url"]:
+                raise ValueError("backend 'openai' needs the server_url parameter")
+            if kw["response_format"] not in RESPONSE_FORMATS:
+                raise ValueError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}")
+            return OpenAICommandModel(kw["server_url"], api_key=kw["api_key"],
+                                      model=kw["server_model"],
+                                      timeout_s=float(kw["request_timeout"]),
+                                      response_format=kw["response_format"])
+        raise ValueError(f"backend must be llama_cpp or openai, got '{backend}'")
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_transcript(self, msg: Transcript) -> None:
+        text = " ".join(msg.text.split())
+        if not msg.is_final or not text:
+            return
+        uid = msg.utterance_id or f"transcript-{next(self._ids)}"
+        if self._fast_stop(text, uid, uid, use_history=True, publish=True) is not None:
+            return
+        job = _Job(text=text, utterance_id=uid, command_utterance_id=uid)
+        while True:
+            try:
+                self._jobs.put_nowait(job)
+                return
+            except queue.Full:
+                try:
+                    dropped = self._jobs.get_nowait()
+                except queue.Empty:
+                    continue
+                if isinstance(dropped, _Job):
+                    self.get_logger().warning(f"queue full: dropping '{dropped.text[:40]}'")
+                    self._finish_dropped(dropped, "dropped: the parser is busy")
+
+    def _on_event(self, msg: VoiceEvent) -> None:
+        if msg.source == self.get_fully_qualified_name() or msg.type != VoiceEvent.BARGE_IN:
+            return
+        self.parser.interrupt(msg.utterance_id, msg.text)
+        with self._current_lock:
+            job = self._current
+        if job is not None and msg.utterance_id and job.utterance_id == msg.utterance_id:
+            self.get_logger().info(f"barge-in on {msg.utterance_id}: cancelling the reply")
+            job.cancel.set()
+
+    def _on_parse(self, request: ParseCommand.Request, response: ParseCommand.Response
+                  ) -> ParseCommand.Response:
+        text = " ".join(request.text.split())
+        if not text:
+            response.success, response.message = False, "empty text"
+            return response
+        uid = f"parse-{os.getpid()}-{next(self._ids)}"
+        outcome = self._fast_stop(text, uid, "", use_history=request.use_history,
+                                  publish=request.publish)
+        if outcome is None:
+            job = _Job(text=text, utterance_id=uid, command_utterance_id="",
+                       use_history=request.use_history, publish=request.publish)
+            try:
+                self._jobs.put_nowait(job)
+            except queue.Full:
+                response.success = False
+                response.message = f"busy: {self.queue_size} requests waiting"
+                return response
+            if not job.done.wait(self.service_timeout):
+                job.cancel.set()
+                response.success = False
+                response.message = f"timeout: no result within {self.service_timeout:g} s"
+                return response
+            outcome = job.outcome
+            assert outcome is not None
+        response.success, response.message = outcome.success, outcome.message
+        response.reply = outcome.reply
+        response.needs_clarification = outcome.needs_clarification
+        if outcome.command is not None:
+            response.command = self._command_msg(outcome, "", text)
+        return response
+
+    # ------------------------------------------------------------------ fast path
+    def _fast_stop(self, text: str, reply_id: str, command_id: str, *, use_history: bool,
+                   publish: bool) -> ParseOutcome | None:
+        outcome = self.parser.fast_path(text, utterance_id=command_id or reply_id,
+                                        use_history=use_history)
+        if outcome is None:
+            return None
+        if publish:
+            self.command_pub.publish(self._command_msg(outcome, command_id, text))
+            stream = _ReplyStream(self, reply_id, True)
+            stream.send(outcome.reply, final=True)
+        # Everything queued before the stop is stale, and the running generation is cancelled.
+        self._cancel_all("stop")
+        self.get_logger().info(f"stop fast path: '{text}'")
+        return outcome
+
+    def _cancel_all(self, reason: str) -> None:
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(job, _Job):
+                self._finish_dropped(job, f"cancelled by {reason}")
+        with self._current_lock:
+            if self._current is not None:
+                self._current.cancel.set()
+
+    def _finish_dropped(self, job: _Job, why: str) -> None:
+        job.outcome = ParseOutcome(success=False, message=why, cancelled=True)
+        job.done.set()
+
+    # ------------------------------------------------------------------ worker
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is _STOP:
+                return
+            with self._current_lock:
+                self._current = job
+            try:
+                job.outcome = self._run(job)
+            except Exception as e:  # noqa: BLE001 - the worker must survive any one request
+                self.get_logger().error(f"parsing '{job.text[:60]}' failed: {e!r}")
+                job.outcome = ParseOutcome(success=False, message=f"internal error: {e}")
+            finally:
+                with self._current_lock:
+                    self._current = None
+                job.done.set()
+
+    def _run(self, job: _Job) -> ParseOutcome:
+        stream = _ReplyStream(self, job.utterance_id, job.publish)
+        log = self.get_logger()
+
+        def on_command(outcome: ParseOutcome) -> None:
+            if job.publish:
+                self.command_pub.publish(self._command_msg(outcome, job.command_utterance_id,
+                                                           job.text))
+            log.info(f"command {outcome.action} {outcome.command.arguments_json} "
+                     f"<- '{job.text}'")
+
+        outcome = self.parser.parse(
+            job.text, utterance_id=job.utterance_id, use_history=job.use_history,
+            cancel=job.cancel, on_command=on_command, on_reply=stream.send,
+            vision=self._ask_vision)
+        if outcome.cancelled:
+            stream.send("", final=True, cancelled=True)
+            if job.publish:
+                self.events_pub.publish(voice_event(self, VoiceEvent.CANCELLED,
+                                                    utterance_id=job.utterance_id,
+                                                    detail="reply generation cancelled"))
+            return outcome
+        stream.send("", final=True)
+        if outcome.error:
+            self.events_pub.publish(voice_event(self, VoiceEvent.ERROR,
+                                                utterance_id=job.utterance_id,
+                                                text=outcome.reply, detail=outcome.error))
+        elif outcome.command is None:
+            log.info(f"no command for '{job.text}' (reply: '{outcome.reply[:60]}')")
+        return outcome
+
+    def _ask_vision(self, question: str, timeout: float) -> tuple[bool, str, str]:
+        """Runs on the worker thread: call_async + done callback, waiting on an Event."""
+        if not self.vision_enabled:
+            return False, "", "vision disabled by parameter"
+        name = self.vision_client.srv_name
+        if not self.vision_client.wait_for_service(timeout_sec=min(2.0, timeout)):
+            return False, "", f"service {name} is not available"
+        done = threading.Event()
+        future = self.vision_client.call_async(AskVision.Request(question=question))
+        future.add_done_callback(lambda _f: done.set())
+        if not done.wait(timeout):
+            self.vision_client.remove_pending_request(future)
+            return False, "", f"{name} gave no answer within {timeout:g} s"
+        try:
+            result = future.result()
+        except Exception as e:  # noqa: BLE001 - a failed future carries any exception
+            return False, "", f"{name} failed: {e}"
+        if result is None or not result.success:
+            return False, "", f"{name}: {result.message if result else 'no response'}"
+        return True, result.answer, "ok"
+
+    # ------------------------------------------------------------------ messages
+    def _command_msg(self, outcome: ParseOutcome, utterance_id: str, text: str) -> RobotCommand:
+        assert outcome.command is not None
+        msg = RobotCommand(utterance_id=utterance_id, action=outcome.command.action,
+                           arguments_json=json.dumps(outcome.command.arguments),
+                           source_text=text, confidence=float(outcome.confidence),
+                           confirmed=outcome.confirmed, origin=outcome.origin)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        return msg
+
+    def close(self) -> None:
+        """Stop the worker (called by run_node before the node is destroyed)."""
+        self._cancel_all("shutdown")
+        self._jobs.put(_STOP)
+        self._worker.join(timeout=10.0)
+        self.model.close()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(CommandParserNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
