@@ -14,17 +14,16 @@ import array
 import base64
 import io
 import json
-import socket
-import sys
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 import soundfile as sf
 from audio_common_msgs.msg import AudioDataStamped, AudioInfo
+from support import servers
+from support.servers import free_port
 from support.speech import silence, synthesize
 
 from locara_ros.core.audio import encode_s16le, resample
@@ -38,43 +37,19 @@ from locara_ros.core.models import resolve_whisper
 from locara_ros.core.transcripts import normalize_text
 from locara_ros.msg import Transcript, VoiceEvent
 from locara_ros.nodes.common import AUDIO_QOS, EVENTS_QOS, LATCHED_QOS, RELIABLE_QOS
-from locara_ros.testing.inprocess import wait_until
-from locara_ros.testing.processes import NodeProcess, ProcessGroup
+from locara_ros.testing.processes import NodeProcess
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def whisper_server(tmp_path_factory):
     """faster-whisper-server 0.0.3 (PyPI) on a free loopback port, serving tiny.en from disk."""
-    port = free_port()
-    group = ProcessGroup(str(tmp_path_factory.mktemp("fws_logs")))
-    proc = NodeProcess([sys.executable, "-m", "faster_whisper_server",
-                        str(resolve_whisper("tiny.en")), "--host", "127.0.0.1",
-                        "--port", str(port), "--log-level", "info"],
-                       label="faster-whisper-server", log_dir=group.log_dir,
-                       env={"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"},
-                       ready_pattern="Uvicorn running on")
-    group.start(proc, ready_timeout=60)
-    wait_until(lambda: _health(port), 30, what="faster-whisper-server /health")
-    yield f"http://127.0.0.1:{port}/v1"
-    group.stop_all()
+    proc, url = servers.whisper_server(str(tmp_path_factory.mktemp("fws_logs")))
+    yield url
+    proc.stop()
     if "download" in proc.output().lower():
         pytest.fail(f"faster-whisper-server tried to download:\n{proc.output()}")
-
-
-def _health(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-            return json.loads(r.read()).get("status") == "ok"
-    except OSError:
-        return False
 
 
 class ChatAudioStandIn:

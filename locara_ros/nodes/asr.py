@@ -40,6 +40,7 @@ from locara_ros.core.backends.asr import (
     Transcriber,
     TranscriptionResult,
 )
+from locara_ros.core.backends.failover import Failover
 from locara_ros.core.backends.openai_http import BackendError, OpenAIClient, ServerConfig
 from locara_ros.core.models import resolve_whisper
 from locara_ros.core.transcripts import chunk_plan, clean_text, merge_chunks
@@ -53,6 +54,7 @@ from locara_ros.core.vad import (
     VadConfig,
 )
 from locara_ros.msg import Transcript, VoiceEvent
+from locara_ros.nodes.failover import backend_name, served_by, with_failover
 from locara_ros.nodes.common import (
     AUDIO_QOS,
     EVENTS_QOS,
@@ -110,6 +112,7 @@ class AsrNode(Node):
         p = self._declare_parameters()
         self.frame_id_default = p["frame_id"]
 
+        self.events_pub = self.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
         t0 = time.monotonic()
         self.transcriber = self._make_transcriber(p)
         self.vad = SileroVad(p["vad_model"])
@@ -118,8 +121,10 @@ class AsrNode(Node):
             start_ms=p["vad_start_ms"], stop_ms=p["vad_stop_ms"],
             min_speech_ms=p["vad_min_speech_ms"], max_utterance_s=p["max_utterance_s"],
             pre_roll_ms=p["vad_pre_roll_ms"]))
-        if p["backend"] == "faster_whisper":  # first inference allocates: do it now, not live
-            self.transcriber.transcribe(np.zeros(SAMPLE_RATE, np.float32), self.language)
+        local = self.transcriber.fallback if isinstance(self.transcriber, Failover) else (
+            self.transcriber)
+        if isinstance(local, FasterWhisperTranscriber):  # first inference allocates: do it now
+            local.transcribe(np.zeros(SAMPLE_RATE, np.float32), self.language)
         load_seconds = time.monotonic() - t0
 
         # Echo hook (locara_ros.core.echo, optional): cleans mic audio before VAD and ASR.
@@ -147,7 +152,6 @@ class AsrNode(Node):
         self._id_prefix = f"{self.get_name()}-{secrets.token_hex(2)}"
         self._closing = threading.Event()
 
-        self.events_pub = self.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
         self.final_pub = self.create_publisher(Transcript, "voice/transcript", RELIABLE_QOS)
         self.partial_pub = self.create_publisher(Transcript, "voice/transcript/partial",
                                                  RELIABLE_QOS)
@@ -165,7 +169,7 @@ class AsrNode(Node):
         self._worker = threading.Thread(target=self._work_loop, name="asr-recognizer")
         self._vad_thread.start()
         self._worker.start()
-        announce_ready(self, f"asr ({self.transcriber.name}, VAD {self.vad.path.name}, "
+        announce_ready(self, f"asr ({backend_name(self.transcriber)}, VAD {self.vad.path.name}, "
                              f"echo {p['echo_mode']})", load_seconds)
 
     # ------------------------------------------------------------------ parameters
@@ -189,6 +193,9 @@ class AsrNode(Node):
         param("api_key", "", "openai/chat_audio: bearer token (empty: none)")
         param("server_model", "", "openai/chat_audio: model name sent to the server")
         param("server_timeout", 30.0, "openai/chat_audio: seconds per request")
+        param("fallback", "", "openai/chat_audio: local backend used while the server is "
+              "unreachable ('faster_whisper' with `model`; empty = none)")
+        param("retry_interval", 5.0, "seconds between probes of an unreachable server")
         param("chat_instruction", "", "chat_audio: instruction sent with the audio "
                                       "(empty: ask for a verbatim transcript)")
         param("partial_interval", 0.5, "seconds from the end of one partial hypothesis to the "
@@ -230,12 +237,7 @@ class AsrNode(Node):
     def _make_transcriber(self, p: dict[str, Any]) -> Transcriber:
         backend = p["backend"]
         if backend == "faster_whisper":
-            path = resolve_whisper(p["model"])
-            label = p["model"] if p["model"] in ("tiny.en", "base") else os.path.basename(
-                str(path).rstrip("/"))
-            return FasterWhisperTranscriber(path, label=label, compute_type=p["compute_type"],
-                                            device=p["device"], beam_size=p["beam_size"],
-                                            cpu_threads=p["threads"])
+            return self._local_transcriber(p)
         if backend in ("openai", "chat_audio"):
             if not p["server_url"]:
                 raise ValueError(f"backend '{backend}' needs the server_url parameter "
@@ -244,10 +246,26 @@ class AsrNode(Node):
                                                model=p["server_model"],
                                                timeout=float(p["server_timeout"])))
             if backend == "openai":
-                return OpenAITranscriptionTranscriber(client, model=p["server_model"])
-            return ChatAudioTranscriber(client, model=p["server_model"],
-                                        instruction=p["chat_instruction"])
+                remote: Transcriber = OpenAITranscriptionTranscriber(client,
+                                                                     model=p["server_model"])
+            else:
+                remote = ChatAudioTranscriber(client, model=p["server_model"],
+                                              instruction=p["chat_instruction"])
+            if p["fallback"] not in ("", "faster_whisper"):
+                raise ValueError(f"fallback '{p['fallback']}' is not '' or 'faster_whisper'")
+            make_fallback = (lambda: self._local_transcriber(p)) if p["fallback"] else None
+            return with_failover(self, self.events_pub, "asr", remote, make_fallback,
+                                 probe=client.health, retry_interval=p["retry_interval"])
         raise ValueError(f"backend '{backend}' is not faster_whisper, openai or chat_audio")
+
+    @staticmethod
+    def _local_transcriber(p: dict[str, Any]) -> FasterWhisperTranscriber:
+        path = resolve_whisper(p["model"])
+        label = p["model"] if p["model"] in ("tiny.en", "base") else os.path.basename(
+            str(path).rstrip("/"))
+        return FasterWhisperTranscriber(path, label=label, compute_type=p["compute_type"],
+                                        device=p["device"], beam_size=p["beam_size"],
+                                        cpu_threads=p["threads"])
 
     # ------------------------------------------------------------------ audio in (callbacks)
     def _on_info(self, msg: AudioInfo) -> None:
@@ -523,7 +541,7 @@ class AsrNode(Node):
                 self.get_logger().error(f"transcription of {utt.id} failed: {e}")
                 self.events_pub.publish(voice_event(
                     self, VoiceEvent.ERROR, utterance_id=utt.id,
-                    detail=f"{self.transcriber.name}: {e}"[:500]))
+                    detail=f"{backend_name(self.transcriber)}: {e}"[:500]))
                 result, spent = TranscriptionResult("", 0.0, ""), 0.0
         msg = self._transcript(utt, result, spent, final=True)
         self.final_pub.publish(msg)
@@ -537,7 +555,7 @@ class AsrNode(Node):
         msg = Transcript(utterance_id=utt.id, text=r.text, is_final=final,
                          confidence=float(r.confidence), language=r.language or "",
                          audio_duration=float(r.duration), inference_time=float(spent),
-                         backend=self.transcriber.name)
+                         backend=served_by(self.transcriber))
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = utt.frame_id
         msg.speech_start = ns_to_stamp(utt.speech_start_ns)

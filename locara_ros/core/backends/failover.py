@@ -45,6 +45,7 @@ class Failover:
         self._using_primary = True
         self._stop = threading.Event()
         self._prober: threading.Thread | None = None
+        self._served = threading.local()
         self.switches: list[tuple[float, str, str]] = []  # (monotonic time, active, reason)
 
     # ------------------------------------------------------------------ state
@@ -56,6 +57,11 @@ class Failover:
     def active(self) -> Any:
         with self._lock:
             return self.primary if self._using_primary else self.fallback
+
+    def served_by(self) -> str:
+        """Name of the backend that served this thread's last call (a switch back to the primary
+        may happen while the fallback is still answering, so `active` is not the same thing)."""
+        return getattr(self._served, "name", _name(self.active))
 
     @property
     def on_primary(self) -> bool:
@@ -120,13 +126,16 @@ class Failover:
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if self.on_primary:
             try:
+                self._served.name = _name(self.primary)
                 return getattr(self.primary, method)(*args, **kwargs)
             except BackendUnavailable as e:
                 self._switch(False, f"{_name(self.primary)} unavailable: {e}")
+        self._served.name = _name(self.fallback)
         return getattr(self.fallback, method)(*args, **kwargs)
 
     def _stream(self, method: str, *args: Any, **kwargs: Any):
         if self.on_primary:
+            self._served.name = _name(self.primary)
             stream = getattr(self.primary, method)(*args, **kwargs)
             try:
                 first = next(stream)
@@ -138,4 +147,5 @@ class Failover:
                 yield first
                 yield from stream
                 return
+        self._served.name = _name(self.fallback)
         yield from getattr(self.fallback, method)(*args, **kwargs)

@@ -187,12 +187,18 @@ class OpenAIClient:
                 yield str(content)
 
     def health(self, timeout: float = 2.0) -> bool:
-        """True when the server answers /models (cheap reachability probe for failover)."""
+        """Cheap reachability probe for failover: True when the server answers HTTP at all.
+
+        GET /models; a 4xx answer (some servers, e.g. faster-whisper-server, have no /models)
+        still proves the server is up. Unreachable, timed out or 5xx means not healthy.
+        """
         try:
             self.get_json("/models", timeout=timeout)
             return True
-        except BackendError:
+        except BackendUnavailable:
             return False
+        except BackendError as e:
+            return " HTTP 5" not in str(e)
 
 
 def chat_content(response: Any) -> str:

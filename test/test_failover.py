@@ -1,0 +1,89 @@
+"""Failover: a node with a remote backend and a local fallback keeps working when the server
+goes away, says so on voice/events and /diagnostics, and switches back when it returns.
+
+The server is a REAL OpenAI-compatible server from PyPI (faster-whisper-server for asr), in its
+own process group. It is killed mid-conversation (SIGKILL: connections are refused, as when the
+server machine goes down) and later restarted on the same port. A server that stops answering
+without refusing (a Wi-Fi drop) is detected after `server_timeout` the same way (core test:
+test_failover_core.py).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from support import servers
+from support.feed import MicFeeder
+from support.speech import silence, synthesize
+
+from locara_ros.core.transcripts import normalize_text
+from locara_ros.msg import Transcript, VoiceEvent
+from locara_ros.nodes.common import EVENTS_QOS, RELIABLE_QOS
+from locara_ros.testing.inprocess import wait_until
+from locara_ros.testing.processes import NodeProcess
+
+pytestmark = pytest.mark.slow
+
+PHRASES = ["go back to the charging station", "turn left and stop", "open the gripper"]
+
+
+def utterance(text: str) -> np.ndarray:
+    return np.concatenate([silence(0.5), synthesize(text), silence(1.0)])
+
+
+def test_asr_fails_over_to_local_whisper_and_back(ros, procs):
+    server, url = servers.whisper_server(procs.log_dir)
+    procs.add(server)
+    asr = procs.start(NodeProcess.node("asr", log_dir=procs.log_dir, params={
+        "backend": "openai", "server_url": url, "fallback": "faster_whisper",
+        "model": "tiny.en", "language": "en", "partial_interval": 0.0,
+        "server_timeout": 20.0, "retry_interval": 1.0}), ready_timeout=90)
+    listen = ros.node("failover_listener")
+    finals = ros.collect(listen, Transcript, "voice/transcript", RELIABLE_QOS)
+    events = ros.collect(listen, VoiceEvent, "voice/events", EVENTS_QOS)
+    diags = ros.collect(listen, DiagnosticArray, "/diagnostics", RELIABLE_QOS)
+    feeder = MicFeeder(ros)
+    feeder.wait_connected()
+    ros.wait_for_publishers(listen, "voice/transcript")
+
+    def switches():
+        return [e for e in events.snapshot() if e.type == VoiceEvent.BACKEND_CHANGED]
+
+    # 1. Server up: the remote backend answers.
+    feeder.play(utterance(PHRASES[0]))
+    [first] = finals.wait_for(1, timeout=60)
+    assert normalize_text(first.text) == normalize_text(PHRASES[0])
+    assert first.backend == f"openai:{url}"
+
+    # 2. The server dies mid-conversation: the utterance in flight is retried on the local
+    #    model, nothing is lost, and the switch is announced on voice/events and /diagnostics.
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    server.kill()
+    feeder.play(utterance(PHRASES[1]))
+    t_end = time.monotonic()
+    second = finals.wait_for(2, timeout=60)[1]
+    assert normalize_text(second.text) == normalize_text(PHRASES[1])
+    assert second.backend.startswith("faster_whisper")
+    [down] = wait_until(switches, 10, what="BACKEND_CHANGED to the fallback")
+    assert down.source.endswith("asr") and "fallback" in down.detail
+    wait_until(lambda: any(s.level == DiagnosticStatus.WARN
+                           for d in diags.snapshot() for s in d.status), 10,
+               what="a WARN diagnostic")
+    print(f"\nfailover: final transcript from the fallback {time.monotonic() - t_end:.2f} s "
+          "after the audio ended")
+
+    # 3. The server comes back: the node switches back by itself.
+    restarted, _ = servers.whisper_server(procs.log_dir, port=port, label="fws-restarted")
+    procs.add(restarted)
+    t_up = time.monotonic()
+    back = wait_until(lambda: len(switches()) >= 2 and switches(), 30,
+                      what="BACKEND_CHANGED back to the server")[1]
+    print(f"recovery: back on the server {time.monotonic() - t_up:.2f} s after it returned")
+    assert back.text == f"openai:{url}" and "primary" in back.detail
+    feeder.play(utterance(PHRASES[2]))
+    third = finals.wait_for(3, timeout=60)[2]
+    assert normalize_text(third.text) == normalize_text(PHRASES[2])
+    assert third.backend == f"openai:{url}"
+    assert asr.alive
