@@ -1,0 +1,280 @@
+"""vlm node: answers `vision/ask` about the latest camera frame with a vision-language model.
+
+Camera callbacks only check a frame's header (constant time) and keep a reference to the newest
+good one; the service callback checks the question and the frame's age and hands the work to one
+worker thread through a bounded queue, waiting for the answer with a timeout. Conversion (JPEG/PNG
+decoding, colour conversion, resizing) and inference run on the worker, never on the executor.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from builtin_interfaces.msg import Time
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage, Image
+
+from locara_ros.core.backends.openai_http import BackendError
+from locara_ros.core.backends.vision import CHAT_HANDLERS, make_vision_model
+from locara_ros.core.vision import CompressedFrame, Frame, FrameError, RawFrame, frame_to_rgb
+from locara_ros.nodes.common import SENSOR_QOS, announce_ready, declare, run_node
+from locara_ros.srv import AskVision
+
+# Each held request blocks one executor thread while it waits, so max_queue is capped and the
+# executor gets that many threads plus room for the camera callbacks and refusals.
+MAX_QUEUE_LIMIT = 16
+EXECUTOR_THREADS = MAX_QUEUE_LIMIT + 3
+# Seconds between repeated "dropped camera frame" log lines.
+LOG_THROTTLE_S = 5.0
+
+
+@dataclass
+class _Stored:
+    frame: Frame
+    stamp: Time
+    arrival: float  # time.monotonic() when it arrived
+
+
+@dataclass
+class _Job:
+    question: str
+    max_tokens: int
+    stored: _Stored
+    done: threading.Event = field(default_factory=threading.Event)
+    cancelled: bool = False
+    success: bool = False
+    message: str = ""
+    answer: str = ""
+    inference_time: float = 0.0
+
+
+class VlmNode(Node):
+    def __init__(self) -> None:
+        super().__init__("vlm")
+        p = self._declare_parameters()
+        self.max_frame_age = float(p["max_frame_age"])
+        self.max_question_chars = int(p["max_question_chars"])
+        self.default_max_tokens = int(p["max_tokens"])
+        self.max_tokens_limit = int(p["max_tokens_limit"])
+        self.max_queue = int(p["max_queue"])
+        self.request_timeout = float(p["request_timeout"])
+        if not 1 <= self.max_queue <= MAX_QUEUE_LIMIT:
+            raise ValueError(f"max_queue must be 1..{MAX_QUEUE_LIMIT}, got {self.max_queue}")
+        if self.max_frame_age <= 0 or self.request_timeout <= 0:
+            raise ValueError("max_frame_age and request_timeout must be > 0")
+        if not (p["subscribe_raw"] or p["subscribe_compressed"]):
+            raise ValueError("subscribe_raw and subscribe_compressed are both false: no camera")
+
+        t0 = time.monotonic()
+        self.model = make_vision_model(
+            p["backend"], model_path=p["model_path"], mmproj_path=p["mmproj_path"],
+            chat_handler=p["chat_handler"], server_url=p["server_url"], api_key=p["api_key"],
+            server_model=p["server_model"], server_timeout=p["server_timeout"],
+            n_ctx=p["n_ctx"], n_threads=p["n_threads"], n_gpu_layers=p["n_gpu_layers"],
+            image_size=p["image_size"], temperature=p["temperature"],
+            system_prompt=p["system_prompt"], jpeg_quality=p["jpeg_quality"])
+        load_seconds = time.monotonic() - t0
+
+        self._lock = threading.Lock()
+        self._latest: Optional[_Stored] = None
+        self._last_bad: Optional[tuple[str, float]] = None  # (reason, arrival)
+        self.frames_received = 0
+        self.frames_dropped = 0
+        self._cv = threading.Condition()
+        self._waiting: collections.deque[_Job] = collections.deque()
+        self._held = 0  # accepted and not finished (waiting + being answered)
+        self._stopping = False
+        self._worker = threading.Thread(target=self._work, name="vlm-worker")
+
+        camera_group = MutuallyExclusiveCallbackGroup()
+        if p["subscribe_raw"]:
+            self.create_subscription(Image, "camera/image_raw", self._on_image, SENSOR_QOS,
+                                     callback_group=camera_group)
+        if p["subscribe_compressed"]:
+            self.create_subscription(CompressedImage, "camera/image_raw/compressed",
+                                     self._on_compressed, SENSOR_QOS, callback_group=camera_group)
+        self.create_service(AskVision, "vision/ask", self._on_ask,
+                            callback_group=ReentrantCallbackGroup())
+        self._worker.start()  # last, so a failing constructor leaves no thread behind
+        announce_ready(self, f"vlm ({self.model.name})", load_seconds)
+
+    def _declare_parameters(self) -> dict[str, Any]:
+        d = [
+            ("backend", "llama_cpp", "'llama_cpp' (local GGUF + mmproj) or 'openai' (server)"),
+            ("model_path", "", "llama_cpp: the VLM's text model GGUF (no VLM is packaged)"),
+            ("mmproj_path", "", "llama_cpp: the matching mmproj GGUF (image encoder+projector)"),
+            ("chat_handler", "mtmd",
+             f"llama_cpp prompt family: {', '.join(CHAT_HANDLERS)} (mtmd = model's template)"),
+            ("n_ctx", 4096, "llama_cpp: context length in tokens (image tokens included)"),
+            ("n_threads", 0, "llama_cpp: CPU threads, 0 = min(8, CPU count)"),
+            ("n_gpu_layers", 0, "llama_cpp: layers offloaded to the GPU (-1 = all; CUDA build)"),
+            ("server_url", "", "openai: base URL, e.g. http://gpu-server:8080/v1"),
+            ("api_key", "", "openai: bearer token, if the server wants one"),
+            ("server_model", "", "openai: model name sent in requests ('' = 'default')"),
+            ("server_timeout", 60.0, "openai: seconds to wait for the server"),
+            ("image_size", 0, "longest image side sent to the model in pixels; 0 = the "
+                              "mmproj's input size (llama_cpp) or 768 (openai)"),
+            ("jpeg_quality", 90, "JPEG quality of the frame handed to the model"),
+            ("temperature", 0.0, "sampling temperature (0 = greedy, reproducible)"),
+            ("system_prompt", "", "optional system message before each question"),
+            ("max_frame_age", 1.0, "default oldest usable frame in seconds (by arrival time); "
+                                   "a request's max_age > 0 overrides it"),
+            ("max_question_chars", 500, "longer questions are refused"),
+            ("max_tokens", 64, "default answer length in tokens (request max_tokens = 0)"),
+            ("max_tokens_limit", 2048, "upper bound on a request's max_tokens"),
+            ("max_queue", 2, f"requests held at once, the one being answered included "
+                             f"(1..{MAX_QUEUE_LIMIT}); more are refused as busy"),
+            ("request_timeout", 60.0, "seconds a request waits for its answer"),
+            ("subscribe_raw", True, "subscribe camera/image_raw (sensor_msgs/Image)"),
+            ("subscribe_compressed", True,
+             "subscribe camera/image_raw/compressed (sensor_msgs/CompressedImage)"),
+        ]
+        return {name: declare(self, name, default, text) for name, default, text in d}
+
+    # ------------------------------------------------------------------ camera (cheap)
+    def _on_image(self, msg: Image) -> None:
+        self._store(RawFrame(msg.data, int(msg.width), int(msg.height), msg.encoding,
+                             int(msg.step), bool(msg.is_bigendian)), msg.header.stamp)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        self._store(CompressedFrame(msg.data, msg.format), msg.header.stamp)
+
+    def _store(self, frame: Frame, stamp: Time) -> None:
+        now = time.monotonic()
+        try:
+            frame.check()
+        except FrameError as e:
+            with self._lock:
+                self._last_bad = (str(e), now)
+                self.frames_dropped += 1
+                dropped = self.frames_dropped
+            self.get_logger().error(f"dropped camera frame ({dropped} so far): {e}",
+                                    throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        stored = _Stored(frame, Time(sec=stamp.sec, nanosec=stamp.nanosec), now)
+        with self._lock:
+            self._latest = stored  # the previous frame is released here: memory = one frame
+            self.frames_received += 1
+
+    # ------------------------------------------------------------------ service
+    def _on_ask(self, request: AskVision.Request, response: AskVision.Response
+                ) -> AskVision.Response:
+        response.backend = self.model.name
+        question = request.question.strip()
+        if not question:
+            return self._fail(response, "empty question")
+        if len(question) > self.max_question_chars:
+            return self._fail(response, f"question too long ({len(question)} chars, "
+                                        f"max {self.max_question_chars})")
+        max_age = float(request.max_age) if request.max_age > 0 else self.max_frame_age
+        with self._lock:
+            stored, bad = self._latest, self._last_bad
+        now = time.monotonic()
+        bad_is_newer = bad is not None and (stored is None or bad[1] > stored.arrival)
+        if stored is None:
+            return self._fail(response, f"bad frame: {bad[0]}" if bad is not None
+                              else "no frame received yet")
+        age = now - stored.arrival
+        if age > max_age:
+            stale = f"latest frame is {age:.1f} s old (max {max_age:.1f} s)"
+            if bad_is_newer:
+                return self._fail(response, f"bad frame: {bad[0]} ({stale})")
+            return self._fail(response, stale)
+        max_tokens = int(request.max_tokens) or self.default_max_tokens
+        job = _Job(question, min(max_tokens, self.max_tokens_limit), stored)
+        with self._cv:
+            if self._held >= self.max_queue:
+                return self._fail(response, f"busy: {self._held} requests queued "
+                                            f"(max {self.max_queue})")
+            self._held += 1
+            self._waiting.append(job)
+            self._cv.notify()
+        if not job.done.wait(self.request_timeout):
+            job.cancelled = True
+            return self._fail(response, f"timeout: no answer within {self.request_timeout:.1f} s"
+                                        " (request_timeout)")
+        response.success = job.success
+        response.message = job.message
+        if job.success:
+            response.answer = job.answer
+            response.image_stamp = stored.stamp
+            response.inference_time = float(job.inference_time)
+        return response
+
+    def _fail(self, response: AskVision.Response, message: str) -> AskVision.Response:
+        self.get_logger().warning(f"vision/ask refused: {message}")
+        response.success = False
+        response.message = message
+        response.answer = ""
+        response.image_stamp = Time()
+        response.inference_time = 0.0
+        return response
+
+    # ------------------------------------------------------------------ worker
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while not self._waiting and not self._stopping:
+                    self._cv.wait()
+                if self._stopping:
+                    return
+                job = self._waiting.popleft()
+            try:
+                if not job.cancelled:
+                    self._answer(job)
+            finally:
+                with self._cv:
+                    self._held -= 1
+                job.done.set()
+
+    def _answer(self, job: _Job) -> None:
+        try:
+            t0 = time.monotonic()
+            image = frame_to_rgb(job.stored.frame)
+            t1 = time.monotonic()
+            text = self.model.answer(image, job.question, job.max_tokens)
+            t2 = time.monotonic()
+        except FrameError as e:
+            job.message = f"bad frame: {e}"
+        except BackendError as e:
+            job.message = f"backend error: {e}"
+        except Exception as e:  # noqa: BLE001 - the worker must survive anything a model does
+            job.message = f"backend error: {type(e).__name__}: {e}"
+        else:
+            job.success, job.message, job.answer = True, "ok", text
+            job.inference_time = t2 - t1
+            stamp = job.stored.stamp
+            with self._lock:
+                received, dropped = self.frames_received, self.frames_dropped
+            self.get_logger().info(
+                f"answered in {t2 - t1:.3f} s (frame {stamp.sec}.{stamp.nanosec:09d}, "
+                f"{image.shape[1]}x{image.shape[0]}, converted in {1000 * (t1 - t0):.1f} ms; "
+                f"frames received {received}, dropped {dropped})")
+            return
+        self.get_logger().error(f"vision/ask failed: {job.message}")
+
+    def close(self) -> None:
+        """Stop the worker (called by run_node before the node is destroyed)."""
+        with self._cv:
+            self._stopping = True
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            self._cv.notify_all()
+        for job in waiting:
+            job.message = "shutting down"
+            job.done.set()
+        if self._worker.is_alive():
+            self._worker.join(timeout=30.0)
+        self.model.close()
+
+
+def main(args=None) -> int:
+    return run_node(VlmNode, args, num_threads=EXECUTOR_THREADS)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
