@@ -20,6 +20,7 @@ from support.speech import silence, synthesize
 
 from locara_ros.core.transcripts import normalize_text
 from locara_ros.msg import Transcript, VoiceEvent
+from locara_ros.srv import ParseCommand
 from locara_ros.nodes.common import EVENTS_QOS, RELIABLE_QOS
 from locara_ros.testing.inprocess import wait_until
 from locara_ros.testing.processes import NodeProcess
@@ -87,3 +88,42 @@ def test_asr_fails_over_to_local_whisper_and_back(ros, procs):
     assert normalize_text(third.text) == normalize_text(PHRASES[2])
     assert third.backend == f"openai:{url}"
     assert asr.alive
+
+
+def test_command_parser_fails_over_to_local_llm_and_back(ros, procs):
+    """The parser's remote chat server (llama-cpp-python's OpenAI-compatible server with the
+    packaged SmolLM2) dies mid-conversation: requests keep being answered by the local GGUF."""
+    server, url = servers.llama_server(procs.log_dir)
+    procs.add(server)
+    procs.start(NodeProcess.node("command_parser", log_dir=procs.log_dir, params={
+        "backend": "openai", "server_url": url, "fallback": "llama_cpp", "n_threads": 1,
+        "request_timeout_s": 60.0, "generation_timeout_s": 90.0, "retry_interval": 1.0}),
+        ready_timeout=180)
+    node = ros.node("parser_failover_test")
+    events = ros.collect(node, VoiceEvent, "voice/events", EVENTS_QOS)
+    client = node.create_client(ParseCommand, "voice/parse")
+
+    def parse(text):
+        return ros.call(client, ParseCommand.Request(text=text, use_history=False), timeout=180)
+
+    def switches():
+        return [e for e in events.snapshot() if e.type == VoiceEvent.BACKEND_CHANGED]
+
+    first = parse("go to the kitchen")
+    assert first.success and first.command.origin == f"llm:openai:{url}", first
+    assert first.command.action == "go_to"
+
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    server.kill()
+    second = parse("go to the kitchen")
+    assert second.success, second.message
+    assert second.command.origin.startswith("llm:llama_cpp:")
+    assert second.command.action == "go_to"  # same model, same answer: nothing lost
+    [down] = wait_until(switches, 10, what="BACKEND_CHANGED to the fallback")
+    assert "fallback" in down.detail
+
+    restarted, _ = servers.llama_server(procs.log_dir, port=port, label="llama-restarted")
+    procs.add(restarted)
+    wait_until(lambda: len(switches()) >= 2, 30, what="BACKEND_CHANGED back to the server")
+    third = parse("go to the kitchen")
+    assert third.success and third.command.origin == f"llm:openai:{url}"

@@ -499,7 +499,9 @@ class CommandParser:
 
     @property
     def origin(self) -> str:
-        return f"llm:{self.model.name}"
+        # Behind a Failover, the backend that is actually answering this request.
+        served_by = getattr(self.model, "served_by", None)
+        return f"llm:{served_by() if callable(served_by) else self.model.name}"
 
     # ------------------------------------------------------------------ prompt
     def messages(self, text: str, use_history: bool = True) -> list[dict[str, str]]:
@@ -634,6 +636,7 @@ class CommandParser:
                             except ValueError as e:  # broken JSON inside action/arguments
                                 outcome.error = f"unusable model output: not valid JSON ({e})"
                                 break
+                            outcome.origin = self.origin  # known once tokens flow
                             stream_reply, stop_generation = self._decide(
                                 command, outcome, text, started, on_command, use_history)
                             if stream_reply:

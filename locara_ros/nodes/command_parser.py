@@ -21,6 +21,7 @@ from typing import Any
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 
+from locara_ros.core.backends.failover import Failover
 from locara_ros.core.backends.chat import (
     RESPONSE_FORMATS,
     CommandModel,
@@ -30,6 +31,7 @@ from locara_ros.core.backends.chat import (
 from locara_ros.core.command_schema import load_schema
 from locara_ros.core.parser import CommandParser, ParseOutcome, ParserConfig
 from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, VoiceEvent
+from locara_ros.nodes.failover import with_failover
 from locara_ros.nodes.common import (
     EVENTS_QOS,
     RELIABLE_QOS,
@@ -102,6 +104,10 @@ class CommandParserNode(Node):
         response_format = p("response_format", "auto", "openai: json_schema, json_object, none "
                             "or auto (json_schema, falling back on refusal)")
         request_timeout = p("request_timeout_s", 30.0, "openai: connect/read timeout in seconds")
+        fallback = p("fallback", "", "openai: local backend used while the server is "
+                     "unreachable ('llama_cpp' with model_path; empty = none)")
+        retry_interval = p("retry_interval", 5.0, "seconds between probes of an unreachable "
+                           "server")
         cfg = ParserConfig(
             history_turns=p("history_turns", 4, "Conversation turns kept as context (0 = none)"),
             few_shot=p("few_shot", -1, "Schema examples in the prompt: -1 all, 0 none, n first"),
@@ -142,20 +148,27 @@ class CommandParserNode(Node):
         started = time.monotonic()
         path = schema_path or default_schema_path()
         self.schema = load_schema(path)  # SchemaError names file and line
-        self.model = self._make_model(backend, model_path=model_path, n_ctx=n_ctx,
-                                      n_threads=n_threads, chat_format=chat_format,
-                                      constrained=constrained, server_url=server_url,
-                                      api_key=api_key, server_model=server_model,
-                                      response_format=response_format,
-                                      request_timeout=request_timeout)
-        self.parser = CommandParser(self.schema, self.model, cfg)
-        if warmup and backend == "llama_cpp":
-            self.parser.parse("hello", use_history=False)
-        load_seconds = time.monotonic() - started
-
         self.command_pub = self.create_publisher(RobotCommand, "voice/command", RELIABLE_QOS)
         self.reply_pub = self.create_publisher(ReplyChunk, "voice/reply", STREAM_QOS)
         self.events_pub = self.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
+        kw = dict(model_path=model_path, n_ctx=n_ctx, n_threads=n_threads,
+                  chat_format=chat_format, constrained=constrained, server_url=server_url,
+                  api_key=api_key, server_model=server_model, response_format=response_format,
+                  request_timeout=request_timeout)
+        self.model = self._make_model(backend, **kw)
+        if backend == "openai" and fallback:
+            if fallback != "llama_cpp":
+                raise ValueError(f"fallback must be '' or 'llama_cpp', got '{fallback}'")
+            self.model = with_failover(self, self.events_pub, "command_parser", self.model,
+                                       lambda: self._make_model("llama_cpp", **kw),
+                                       probe=self.model.client.health,
+                                       retry_interval=float(retry_interval))
+        self.parser = CommandParser(self.schema, self.model, cfg)
+        if warmup and (backend == "llama_cpp" or fallback):
+            local = self.model.fallback if isinstance(self.model, Failover) else self.model
+            CommandParser(self.schema, local, cfg).parse("hello", use_history=False)
+        load_seconds = time.monotonic() - started
+
         # Transcripts and events only enqueue / set flags; they never wait on the model.
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
