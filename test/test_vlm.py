@@ -17,11 +17,14 @@ import time
 import psutil
 import re
 import pytest
+from support import servers
+from support.tiny_vlm import make_tiny_vlm
 
+from locara_ros.msg import VoiceEvent
+from locara_ros.nodes.common import EVENTS_QOS
 from locara_ros.srv import AskVision
 from locara_ros.testing.inprocess import wait_until
 from locara_ros.testing.processes import NodeProcess, ProcessGroup
-from support.tiny_vlm import make_tiny_vlm
 
 pytestmark = pytest.mark.slow
 
@@ -299,3 +302,44 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_remote_backend_fails_over_to_the_local_model_and_back(tiny_vlm, ros, procs,
+                                                               support_dir, asker):
+    """backend=openai with fallback=llama_cpp: when the server dies, questions are answered by
+    the local model (the same tiny VLM), BACKEND_CHANGED is announced, and the node returns to
+    the server once it is back."""
+    text, mmproj, _ = tiny_vlm
+    clip = ("--clip_model_path", str(mmproj), "--chat_format", "llava-1-5", "--n_threads", "1")
+    server, url = servers.llama_server(procs.log_dir, model=str(text), extra=clip)
+    procs.add(server)
+    ns = "/failover"
+    events = ros.collect(ros.node("vlm_events"), VoiceEvent, f"{ns}/voice/events", EVENTS_QOS)
+    procs.start(NodeProcess.node("vlm", log_dir=procs.log_dir, label="vlm_failover",
+                                 namespace=ns, params=vlm_params(
+                                     tiny_vlm, backend="openai", server_url=url,
+                                     fallback="llama_cpp", retry_interval=1.0,
+                                     max_frame_age=60.0, max_tokens=8)))
+    ask = asker(ns)
+    publish(procs, support_dir, "bgr8", 700, count=1, namespace=ns)
+    first = ask_until_stamp(ask, 700, timeout=60)
+    assert first.backend == f"openai:{url}"
+
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    server.kill()
+    second = ask(max_age=60.0)
+    assert second.success, second.message
+    assert second.backend.startswith("llama_cpp") and second.image_stamp.sec == 700
+    [switch] = wait_until(lambda: [e for e in events.snapshot()
+                                   if e.type == VoiceEvent.BACKEND_CHANGED], 10,
+                          what="BACKEND_CHANGED")
+    assert "fallback" in switch.detail
+
+    restarted, _ = servers.llama_server(procs.log_dir, port=port, model=str(text), extra=clip,
+                                        label="llama_restarted")
+    procs.add(restarted)
+
+    def served_by_server():
+        reply = ask(max_age=60.0)
+        return reply if reply.backend == f"openai:{url}" else None
+    assert wait_until(served_by_server, 30, interval=0.5, what="answers from the server").success

@@ -21,7 +21,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from locara_ros.core.backends.openai_http import BackendError
 from locara_ros.core.backends.vision import CHAT_HANDLERS, make_vision_model
 from locara_ros.core.vision import CompressedFrame, Frame, FrameError, RawFrame, frame_to_rgb
-from locara_ros.nodes.common import SENSOR_QOS, announce_ready, declare, run_node
+from locara_ros.msg import VoiceEvent
+from locara_ros.nodes.common import EVENTS_QOS, SENSOR_QOS, announce_ready, declare, run_node
+from locara_ros.nodes.failover import backend_name, served_by, with_failover
 from locara_ros.srv import AskVision
 
 # Each held request blocks one executor thread while it waits, so max_queue is capped and the
@@ -50,6 +52,7 @@ class _Job:
     message: str = ""
     answer: str = ""
     inference_time: float = 0.0
+    backend: str = ""
 
 
 class VlmNode(Node):
@@ -70,13 +73,22 @@ class VlmNode(Node):
             raise ValueError("subscribe_raw and subscribe_compressed are both false: no camera")
 
         t0 = time.monotonic()
+        local = dict(model_path=p["model_path"], mmproj_path=p["mmproj_path"],
+                     chat_handler=p["chat_handler"], n_ctx=p["n_ctx"], n_threads=p["n_threads"],
+                     n_gpu_layers=p["n_gpu_layers"], image_size=p["image_size"],
+                     temperature=p["temperature"], system_prompt=p["system_prompt"],
+                     jpeg_quality=p["jpeg_quality"])
         self.model = make_vision_model(
-            p["backend"], model_path=p["model_path"], mmproj_path=p["mmproj_path"],
-            chat_handler=p["chat_handler"], server_url=p["server_url"], api_key=p["api_key"],
-            server_model=p["server_model"], server_timeout=p["server_timeout"],
-            n_ctx=p["n_ctx"], n_threads=p["n_threads"], n_gpu_layers=p["n_gpu_layers"],
-            image_size=p["image_size"], temperature=p["temperature"],
-            system_prompt=p["system_prompt"], jpeg_quality=p["jpeg_quality"])
+            p["backend"], server_url=p["server_url"], api_key=p["api_key"],
+            server_model=p["server_model"], server_timeout=p["server_timeout"], **local)
+        if p["backend"] == "openai" and p["fallback"]:
+            if p["fallback"] != "llama_cpp":
+                raise ValueError(f"fallback must be '' or 'llama_cpp', got '{p['fallback']}'")
+            events = self.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
+            self.model = with_failover(self, events, "vlm", self.model,
+                                       lambda: make_vision_model("llama_cpp", **local),
+                                       probe=self.model.client.health,
+                                       retry_interval=float(p["retry_interval"]))
         load_seconds = time.monotonic() - t0
 
         self._lock = threading.Lock()
@@ -100,7 +112,7 @@ class VlmNode(Node):
         self.create_service(AskVision, "vision/ask", self._on_ask,
                             callback_group=ReentrantCallbackGroup())
         self._worker.start()  # last, so a failing constructor leaves no thread behind
-        announce_ready(self, f"vlm ({self.model.name})", load_seconds)
+        announce_ready(self, f"vlm ({backend_name(self.model)})", load_seconds)
 
     def _declare_parameters(self) -> dict[str, Any]:
         d = [
@@ -116,6 +128,9 @@ class VlmNode(Node):
             ("api_key", "", "openai: bearer token, if the server wants one"),
             ("server_model", "", "openai: model name sent in requests ('' = 'default')"),
             ("server_timeout", 60.0, "openai: seconds to wait for the server"),
+            ("fallback", "", "openai: 'llama_cpp' = answer with the local model_path/mmproj_path "
+                             "while the server is unreachable; '' = no fallback"),
+            ("retry_interval", 5.0, "seconds between probes of an unreachable server"),
             ("image_size", 0, "longest image side sent to the model in pixels; 0 = the "
                               "mmproj's input size (llama_cpp) or 768 (openai)"),
             ("jpeg_quality", 90, "JPEG quality of the frame handed to the model"),
@@ -163,7 +178,7 @@ class VlmNode(Node):
     # ------------------------------------------------------------------ service
     def _on_ask(self, request: AskVision.Request, response: AskVision.Response
                 ) -> AskVision.Response:
-        response.backend = self.model.name
+        response.backend = backend_name(self.model)
         question = request.question.strip()
         if not question:
             return self._fail(response, "empty question")
@@ -199,6 +214,7 @@ class VlmNode(Node):
                                         " (request_timeout)")
         response.success = job.success
         response.message = job.message
+        response.backend = job.backend or response.backend
         if job.success:
             response.answer = job.answer
             response.image_stamp = stored.stamp
@@ -238,6 +254,7 @@ class VlmNode(Node):
             t1 = time.monotonic()
             text = self.model.answer(image, job.question, job.max_tokens)
             t2 = time.monotonic()
+            job.backend = served_by(self.model)
         except FrameError as e:
             job.message = f"bad frame: {e}"
         except BackendError as e:
