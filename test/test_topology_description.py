@@ -52,6 +52,7 @@ def test_off_board_http_keeps_models_on_robot_behind_servers():
     assert set(by) == {"turn_metrics", "asr", "command_parser", "tts", "vlm", "mic_capture"}
     assert by["command_parser"].params["server_url"] == "http://gpu:8080/v1"
     assert by["vlm"].params["server_url"] == "http://gpu:8081/v1"
+    assert "fallback" not in by["vlm"].params  # no local VLM given: nothing to fall back to
     assert by["vlm"].remaps == {"camera/image_raw": "front/image",
                                 "camera/image_raw/compressed": "front/image/compressed"}
     assert all(s.params_files == ("off_board_http.yaml",) for s in specs)

@@ -6,9 +6,9 @@
 
 It starts the node executables exactly as locara_ros.core.topology describes the on-robot
 topology (the same description the launch files use), plays the role of a camera driver (the
-sample image on camera/image_raw) and of a planner (it listens to voice/command and calls
-vision/ask), prints partial and final transcripts, commands, replies, events and per-turn
-timings, and saves the robot's speech (audio/tts) to out/demo/robot_speech.wav.
+sample image as JPEG on camera/image_raw/compressed) and of a planner (it listens to
+voice/command and calls vision/ask), prints partial and final transcripts, commands, replies,
+events and per-turn timings, and saves the robot's speech (audio/tts) to out/demo/robot_speech.wav.
 
 Vision: no vision-language weights are packaged anywhere this project can install from. Give
 real ones with --vlm-model/--vlm-mmproj/--vlm-chat-handler; without them the demo generates the
@@ -106,8 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for spec in specs:
             say("start", f"{spec.name} ({spec.executable}) {dict(spec.params) or ''}")
-            group.start(NodeProcess.from_spec(spec, log_dir=str(out / "logs")),
-                               ready_timeout=180)
+            # A replayed file has no loudspeaker in the loop: nothing to cancel.
+            overrides = {"echo_mode": "off"} if spec.executable == "asr" and not args.live else {}
+            if spec.executable == "vlm" and random_vlm:
+                overrides = {"max_tokens": 12}  # its words are noise: keep them short
+            group.start(NodeProcess.from_spec(spec, log_dir=str(out / "logs"), params=overrides),
+                        ready_timeout=180)
             say("ready", spec.name)
         mic = group.procs[-1]
         if args.live:
@@ -141,7 +145,7 @@ class DemoWatcher:
 
     def __init__(self, ros, say: Printer, camera_topic: str, image_path: str | None) -> None:
         from audio_common_msgs.msg import AudioDataStamped, AudioInfo
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import CompressedImage
 
         from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, TurnMetrics, VoiceEvent
         from locara_ros.nodes.common import (
@@ -181,12 +185,15 @@ class DemoWatcher:
             bgr = cv2.imread(image_path, cv2.IMREAD_COLOR)
             if bgr is None:
                 raise FileNotFoundError(f"cannot read image {image_path}")
-            msg = Image(height=bgr.shape[0], width=bgr.shape[1], encoding="bgr8",
-                        step=bgr.shape[1] * 3, data=bgr.tobytes())
+            # JPEG on .../compressed, as camera drivers offer it: a 30 KB sample crosses
+            # best-effort DDS reliably, where a 900 KB raw frame is often dropped in fragments.
+            ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            msg = CompressedImage(format="jpeg", data=jpeg.tobytes())
             msg.header.frame_id = "camera"
             self.image_msg = msg
-            self.cam_pub = n.create_publisher(Image, camera_topic, SENSOR_QOS)
-            n.create_timer(0.5, self.publish_frame)  # a slow camera is enough for questions
+            self.cam_pub = n.create_publisher(CompressedImage, f"{camera_topic}/compressed",
+                                              SENSOR_QOS)
+            n.create_timer(0.2, self.publish_frame)  # 5 fps is plenty for questions
 
     def publish_frame(self) -> None:
         self.image_msg.header.stamp = self.node.get_clock().now().to_msg()

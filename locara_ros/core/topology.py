@@ -138,7 +138,8 @@ def build(options: TopologyOptions) -> list[NodeSpec]:
     }))
     asr_params: dict[str, Any] = {"model": o.whisper_model}
     if o.asr_server_url:
-        asr_params.update(backend="openai", server_url=o.asr_server_url, fallback="local")
+        asr_params.update(backend="openai", server_url=o.asr_server_url,
+                          fallback="faster_whisper")
     asr = NodeSpec("asr", "asr", "robot", files, _drop_empty(asr_params))
     tts_params = {"device": {"play_on_device": True}, "topic": {"play_on_device": False},
                   "": {}}[o.tts_output]
@@ -149,7 +150,8 @@ def build(options: TopologyOptions) -> list[NodeSpec]:
                                   "chat_handler": o.vlm_chat_handler}
     if http:
         parser_params.update(server_url=o.llm_server_url)
-        vlm_params.update(server_url=o.vlm_server_url)
+        vlm_params.update(server_url=o.vlm_server_url,
+                          fallback="llama_cpp" if o.vlm_model and o.vlm_mmproj else "")
     parser_role = model_role(o)
     parser = NodeSpec("command_parser", "command_parser", parser_role, files,
                       _drop_empty(parser_params))
