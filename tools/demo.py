@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from locara_ros.core.topology import TopologyOptions, build
     from locara_ros.testing.domain import DomainLease
-    from locara_ros.testing.processes import NodeProcess, ProcessGroup
+    from locara_ros.testing.processes import ProcessGroup, start_topology
 
     say = Printer()
     lease = None
@@ -104,15 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     watcher = DemoWatcher(ros, say, args.camera_topic, None if args.live else args.image)
     code = 1
     try:
-        for spec in specs:
-            say("start", f"{spec.name} ({spec.executable}) {dict(spec.params) or ''}")
-            # A replayed file has no loudspeaker in the loop: nothing to cancel.
-            overrides = {"echo_mode": "off"} if spec.executable == "asr" and not args.live else {}
-            if spec.executable == "vlm" and random_vlm:
-                overrides = {"max_tokens": 12}  # its words are noise: keep them short
-            group.start(NodeProcess.from_spec(spec, log_dir=str(out / "logs"), params=overrides),
-                        ready_timeout=180)
-            say("ready", spec.name)
+        overrides = {"vlm": {"max_tokens": 12}} if random_vlm else {}  # noise: keep it short
+        if not args.live:  # a replayed file has no loudspeaker in the loop: nothing to cancel
+            overrides["asr"] = {"echo_mode": "off"}
+        say("start", ", ".join(s.name for s in specs))
+        start_topology(group, specs, overrides=overrides,
+                       on_ready=lambda spec: say("ready", f"{spec.name} {dict(spec.params)}"))
         mic = group.procs[-1]
         if args.live:
             say("live", "speak now; Ctrl-C to stop")
@@ -144,42 +141,19 @@ class DemoWatcher:
     """The demo's own ROS node: camera driver, planner and console."""
 
     def __init__(self, ros, say: Printer, camera_topic: str, image_path: str | None) -> None:
-        from audio_common_msgs.msg import AudioDataStamped, AudioInfo
         from sensor_msgs.msg import CompressedImage
 
-        from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, TurnMetrics, VoiceEvent
-        from locara_ros.nodes.common import (
-            AUDIO_QOS,
-            EVENTS_QOS,
-            LATCHED_QOS,
-            RELIABLE_QOS,
-            SENSOR_QOS,
-            STREAM_QOS,
-        )
+        from locara_ros.msg import VoiceEvent
+        from locara_ros.nodes.common import SENSOR_QOS
         from locara_ros.srv import AskVision
+        from locara_ros.testing.observer import GraphObserver
 
         self.ros, self.say = ros, say
-        self.node = ros.node("locara_demo")
-        self.VoiceEvent = VoiceEvent
-        self.lock = threading.Lock()
-        self.finals: list = []
-        self.commands: list = []
-        self.replies: dict[str, str] = {}
-        self.metrics: list = []
-        self.audio: list[bytes] = []
-        self.audio_rate = 22050
+        self.VoiceEvent, self.AskVision = VoiceEvent, AskVision
+        self.graph = GraphObserver(ros, "locara_demo", listener=self.show)
         self.last_partial = ""
-        n = self.node
-        n.create_subscription(Transcript, "voice/transcript/partial", self.on_partial, RELIABLE_QOS)
-        n.create_subscription(Transcript, "voice/transcript", self.on_final, RELIABLE_QOS)
-        n.create_subscription(RobotCommand, "voice/command", self.on_command, RELIABLE_QOS)
-        n.create_subscription(ReplyChunk, "voice/reply", self.on_reply, STREAM_QOS)
-        n.create_subscription(VoiceEvent, "voice/events", self.on_event, EVENTS_QOS)
-        n.create_subscription(TurnMetrics, "voice/metrics", self.on_metrics, RELIABLE_QOS)
-        n.create_subscription(AudioDataStamped, "audio/tts", self.on_audio, AUDIO_QOS)
-        n.create_subscription(AudioInfo, "audio/tts/info", self.on_audio_info, LATCHED_QOS)
+        n = self.graph.node
         self.ask_client = n.create_client(AskVision, "vision/ask")
-        self.AskVision = AskVision
         self.image_msg = None
         if image_path:
             bgr = cv2.imread(image_path, cv2.IMREAD_COLOR)
@@ -196,76 +170,49 @@ class DemoWatcher:
             n.create_timer(0.2, self.publish_frame)  # 5 fps is plenty for questions
 
     def publish_frame(self) -> None:
-        self.image_msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.image_msg.header.stamp = self.graph.node.get_clock().now().to_msg()
         self.cam_pub.publish(self.image_msg)
 
     # ------------------------------------------------------------------ console
-    def on_partial(self, msg) -> None:
-        if msg.text and msg.text != self.last_partial:
+    def show(self, kind: str, msg) -> None:
+        if kind == "partial" and msg.text and msg.text != self.last_partial:
             self.last_partial = msg.text
             self.say("partial", f'"{msg.text}"')
-
-    def on_final(self, msg) -> None:
-        with self.lock:
-            self.finals.append(msg)
-        self.last_partial = ""
-        self.say("TRANSCRIPT", f'[{msg.utterance_id}] "{msg.text}" (confidence '
-                               f"{msg.confidence:.2f}, {msg.backend})")
-
-    def on_command(self, msg) -> None:
-        with self.lock:
-            self.commands.append(msg)
-        self.say("COMMAND", f"{msg.action} {msg.arguments_json} ({msg.origin})")
-
-    def on_reply(self, msg) -> None:
-        with self.lock:
-            self.replies[msg.utterance_id] = self.replies.get(msg.utterance_id, "") + msg.text
-            done = msg.final or msg.cancelled
-            text = self.replies[msg.utterance_id]
-        if done:
+        elif kind == "final":
+            self.last_partial = ""
+            self.say("TRANSCRIPT", f'[{msg.utterance_id}] "{msg.text}" (confidence '
+                                   f"{msg.confidence:.2f}, {msg.backend})")
+        elif kind == "command":
+            self.say("COMMAND", f"{msg.action} {msg.arguments_json} ({msg.origin})")
+        elif kind == "reply" and (msg.final or msg.cancelled):
             state = "cancelled" if msg.cancelled else "complete"
-            self.say("REPLY", f'"{text}" ({state})')
+            self.say("REPLY", f'"{self.graph.reply_text(msg.utterance_id)}" ({state})')
+        elif kind == "event":
+            self.show_event(msg)
+        elif kind == "metrics":
+            def ms(v: float) -> str:
+                return "-" if v < 0 else f"{v:.0f} ms"
+            self.say("timing", f"[{msg.utterance_id}] after end of speech: transcript "
+                               f"{ms(msg.transcript_ms)}, first reply token "
+                               f"{ms(msg.first_reply_token_ms)}, command {ms(msg.command_ms)}, "
+                               f"first audio {ms(msg.first_audio_ms)}")
 
-    def on_event(self, msg) -> None:
+    def show_event(self, msg) -> None:
         E = self.VoiceEvent
         names = {E.SPEECH_STARTED: "speech started", E.SPEECH_STOPPED: "speech stopped",
                  E.SPEAKING_STARTED: "robot speaking", E.SPEAKING_STOPPED: "robot done",
                  E.BARGE_IN: "BARGE-IN", E.BACKEND_CHANGED: "backend changed",
                  E.ERROR: "ERROR", E.CANCELLED: "cancelled"}
         detail = msg.text or msg.detail
-        self.say("event", f"{names.get(msg.type, msg.type)} {msg.source} "
-                          f"{msg.utterance_id} {detail!r}" if detail else
-                 f"{names.get(msg.type, msg.type)} {msg.source} {msg.utterance_id}")
-
-    def on_metrics(self, msg) -> None:
-        with self.lock:
-            self.metrics.append(msg)
-
-        def ms(v: float) -> str:
-            return "-" if v < 0 else f"{v:.0f} ms"
-        self.say("timing", f"[{msg.utterance_id}] after end of speech: transcript "
-                           f"{ms(msg.transcript_ms)}, first reply token "
-                           f"{ms(msg.first_reply_token_ms)}, command {ms(msg.command_ms)}, "
-                           f"first audio {ms(msg.first_audio_ms)}")
-
-    def on_audio_info(self, msg) -> None:
-        self.audio_rate = int(msg.sample_rate)
-
-    def on_audio(self, msg) -> None:
-        with self.lock:
-            self.audio.append(bytes(msg.audio.data))
+        text = f"{names.get(msg.type, msg.type)} {msg.source} {msg.utterance_id}"
+        self.say("event", f"{text} {detail!r}" if detail else text)
 
     # ------------------------------------------------------------------ planner side
     def wait_turns_complete(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                spoken = [f.utterance_id for f in self.finals if f.text.strip()]
-                measured = {m.utterance_id for m in self.metrics}
-            if spoken and set(spoken) <= measured:
-                return
-            time.sleep(0.2)
-        self.say("warning", f"not every turn completed within {timeout:.0f} s")
+        try:
+            self.graph.wait_idle(timeout=timeout)
+        except TimeoutError:
+            self.say("warning", f"not every turn completed within {timeout:.0f} s")
 
     def ask_vision(self, question: str, random_model: bool) -> None:
         self.say("planner", f'vision/ask "{question}"')
@@ -281,28 +228,32 @@ class DemoWatcher:
                            f"{reply.inference_time:.2f} s{label}: {reply.answer[:120]!r}")
 
     def summary(self, out: Path) -> bool:
-        with self.lock:
-            pcm = b"".join(self.audio)
-            finals = [f for f in self.finals if f.text.strip()]
-            commands = list(self.commands)
+        g = self.graph
+        with g.lock:
+            pcm = b"".join(bytes(m.audio.data) for m in g.audio)
+            commands = list(g.commands)
+            metrics = list(g.metrics)
+            reply_ids = sorted({c.utterance_id for c in g.reply_chunks})
+        finals = g.spoken_finals()
+        rate = g.audio_info.sample_rate if g.audio_info else 22050
         if pcm:
             audio = np.frombuffer(pcm, dtype="<i2")
-            sf.write(str(out / "robot_speech.wav"), audio, self.audio_rate, subtype="PCM_16")
-            self.say("saved", f"{out / 'robot_speech.wav'} ({audio.size / self.audio_rate:.1f} s "
-                              "of robot speech)")
+            sf.write(str(out / "robot_speech.wav"), audio, rate, subtype="PCM_16")
+            self.say("saved", f"{out / 'robot_speech.wav'} ({audio.size / rate:.1f} s of robot "
+                              "speech)")
         record = {
             "transcripts": [{"utterance_id": f.utterance_id, "text": f.text} for f in finals],
             "commands": [{"utterance_id": c.utterance_id, "action": c.action,
                           "arguments": json.loads(c.arguments_json or "{}")} for c in commands],
-            "replies": self.replies,
+            "replies": {uid: g.reply_text(uid) for uid in reply_ids},
             "metrics": [{"utterance_id": m.utterance_id, "transcript_ms": m.transcript_ms,
                          "first_reply_token_ms": m.first_reply_token_ms,
                          "command_ms": m.command_ms, "first_audio_ms": m.first_audio_ms}
-                        for m in self.metrics],
+                        for m in metrics],
         }
         (out / "conversation.json").write_text(json.dumps(record, indent=2))
         self.say("summary", f"{len(finals)} transcript(s), {len(commands)} command(s), "
-                            f"{len(self.replies)} repl(y/ies), {len(self.metrics)} timed turn(s)")
+                            f"{len(reply_ids)} repl(y/ies), {len(metrics)} timed turn(s)")
         return bool(finals)
 
 

@@ -231,3 +231,20 @@ class ProcessGroup:
         for p in self.procs:
             parts.append(f"----- {p.label} ({p.log_path}) -----\n{p.output()}")
         return "\n".join(parts)
+
+
+def start_topology(group: ProcessGroup, specs, *, namespace: str = "",
+                   overrides: Mapping[str, Mapping[str, object]] | None = None,
+                   ready_timeout: float = 180.0,
+                   on_ready=None) -> dict[str, NodeProcess]:
+    """Start the nodes of a topology (locara_ros.core.topology.build) in order, each as the launch
+    files would start it, waiting for each to be ready. `overrides` maps an executable to extra
+    parameters (test-only changes, e.g. a replayed file needs no echo cancelling)."""
+    started: dict[str, NodeProcess] = {}
+    for spec in specs:
+        proc = NodeProcess.from_spec(spec, log_dir=group.log_dir, namespace=namespace,
+                                     params=(overrides or {}).get(spec.executable))
+        started[spec.name] = group.start(proc, ready_timeout=ready_timeout)
+        if on_ready is not None:
+            on_ready(spec)
+    return started
