@@ -51,6 +51,15 @@ def level_db(x: np.ndarray) -> float:
     return _db(float(np.mean(np.square(x, dtype=np.float64))))
 
 
+def _peak_db(x: np.ndarray, frame: int = 256) -> float:
+    """Level of the loudest `frame`-sample frame of x, dBFS."""
+    n = x.size // frame * frame
+    if n == 0:
+        return level_db(x)
+    power = np.mean(np.square(x[:n].reshape(-1, frame), dtype=np.float64), axis=1)
+    return _db(float(power.max()))
+
+
 def erle_db(mic: np.ndarray, out: np.ndarray) -> float:
     """Echo return loss enhancement: mic power over output power, dB (echo-only audio)."""
     return _db(float(np.mean(np.square(mic, dtype=np.float64)))) - \
@@ -200,8 +209,11 @@ class EchoGuard:
             return x
         level = level_db(x)
         recent = self.ref.read(start - self.max_delay, self.max_delay + end - start)
-        ref_db = level_db(recent) if self.ref.hi is not None else -120.0
-        if ref_db > -90.0:  # the reference predicts the echo level
+        # The echo of this chunk comes from somewhere in the last max_delay of the reference:
+        # predict it from the loudest 16 ms there, not the mean (a mean over 0.5 s is diluted by
+        # pauses, e.g. at the start of a turn, and a normal echo would then open the gate).
+        ref_db = _peak_db(recent) if self.ref.hi is not None else -120.0
+        if ref_db > -60.0:  # the reference predicts the echo level (a quieter one: noise)
             expected = ref_db + self.coupling_db
             if level <= expected + self.margin_db:  # echo: learn the coupling
                 rate = 0.3 if level - ref_db > self.coupling_db else 0.01
@@ -280,8 +292,14 @@ class EchoGuard:
         if confidence < 8.0:
             return
         seg = b[D - d:D - d + W]
-        gain = float(np.dot(a, seg) / (np.dot(seg, seg) + 1e-9))
+        dot, ss = float(np.dot(a, seg)), float(np.dot(seg, seg))
+        gain = dot / (ss + 1e-9)
         if gain <= 0:
+            return
+        # The reference at that delay must explain a real part of the mic signal: a GCC-PHAT
+        # peak between the reference and mere noise (e.g. a mic that does not hear this
+        # loudspeaker yet) must not install a wrong delay, which would end the gate fallback.
+        if dot * dot < 0.1 * ss * float(np.dot(a, a)):
             return
         if self.delay is not None and abs(d - self.delay) <= 2:
             self.gain = 0.8 * self.gain + 0.2 * gain
@@ -290,9 +308,14 @@ class EchoGuard:
         if self.delay is None or self._candidate == d:
             log.info("echo path: delay %.1f ms, gain %.3f (confidence %.0f)",
                      d * 1000 / self.rate, gain, confidence)
-            if self.delay is not None:
-                self._reset_filter()
+            self._reset_filter()
             self.delay, self.gain, self._candidate = d, gain, None
+            # Start the filter at the direct path the correlation found, not at zero: an empty
+            # filter would let the whole echo through while it converges (the half-duplex gate
+            # no longer covers it once a delay is known).
+            w = np.zeros(self.N)
+            w[self.pre] = gain
+            self.W[0] = np.fft.rfft(w)
         else:
             self._candidate = d  # confirm a changed delay once more before switching
 

@@ -607,7 +607,10 @@ class Speaker:
                         continue
                     self._current = seg
                     if self._next_play < now:
-                        self._next_play = now  # nothing was playing: start right away
+                        # nothing was playing: start now, but released `lead` ahead of its play
+                        # time like every other chunk, so a listener (a remote player, the echo
+                        # reference) has it before it is due
+                        self._next_play = now + self.lead
                     seg.start = self._next_play
                     if self._playing_utt != seg.utterance_id:
                         self._playing_utt = seg.utterance_id

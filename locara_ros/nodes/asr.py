@@ -417,8 +417,11 @@ class AsrNode(Node):
                                 ev.speech_start_ns - ev.speech_offset * 1_000_000_000
                                 // SAMPLE_RATE, self._frame_id)
                 utt.append(ev.audio, ev.audio.size, False)
+                # stamp: when it was decided; value: seconds of speech heard by then, so
+                # stamp - value is the speech onset (the tts node times barge-in from it)
                 self.events_pub.publish(voice_event(
-                    self, VoiceEvent.SPEECH_STARTED, utterance_id=uid, stamp_ns=ev.decided_ns))
+                    self, VoiceEvent.SPEECH_STARTED, utterance_id=uid, stamp_ns=ev.decided_ns,
+                    value=max(0.0, (ev.decided_ns - ev.speech_start_ns) / 1e9)))
                 with self._cond:
                     self._active = utt
                     self._cond.notify()

@@ -173,6 +173,9 @@ class TtsNode(Node):
             return
         if msg.type == VoiceEvent.SPEECH_STARTED:
             onset = stamp_to_ns(msg.header.stamp) or self.get_clock().now().nanoseconds
+            # the asr node stamps the decision and puts the speech heard by then in `value`:
+            # the minimum speech duration counts from the onset
+            onset -= int(max(0.0, float(msg.value)) * 1e9)
             self.monitor.speech_started(msg.utterance_id, onset)
         elif msg.type == VoiceEvent.SPEECH_STOPPED:
             self.monitor.speech_stopped(msg.utterance_id)
