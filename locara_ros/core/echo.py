@@ -220,7 +220,9 @@ class EchoGuard:
                 self.coupling_db += rate * (level - ref_db - self.coupling_db)
         else:  # no reference: follow the echo level (fast up, slowly down)
             expected = self.echo_db
-            if level <= expected + self.margin_db:
+            # Pauses in the robot's speech are silence, not a quieter echo: learning from them
+            # would lower the expected level until the next syllable opened the gate.
+            if -70.0 < level <= expected + self.margin_db:
                 rate = 0.3 if level > self.echo_db else 0.01
                 self.echo_db += rate * (level - self.echo_db)
         if level > expected + self.margin_db:
