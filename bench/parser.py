@@ -25,20 +25,29 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # measure this checkout's code, not an older installed copy
 
 from locara_ros.core.backends.chat import LlamaCppCommandModel  # noqa: E402
 from locara_ros.core.command_schema import CLARIFY, load_schema, same_command  # noqa: E402
 from locara_ros.core.parser import CommandParser, ParserConfig  # noqa: E402
 
-# name -> (ParserConfig changes, constrained decoding)
-VARIANTS: dict[str, tuple[dict, bool]] = {
-    "default": ({}, True),  # all examples + 3 most similar repeated, numbers as digits
-    "all_examples": ({"few_shot_select": "all"}, True),
-    "similar_8": ({"few_shot_select": "similar", "few_shot": 8}, True),
-    "no_few_shot": ({"few_shot": 0, "few_shot_select": "all"}, True),
-    "spoken_numbers": ({"normalize_numbers": False}, True),
-    "unconstrained": ({}, False),
-    "template_reply": ({"reply_source": "template"}, True),
+# name -> ParserConfig changes ("parser") and LlamaCppCommandModel settings ("model"). Every
+# variant starts from BASE (the shipped defaults of the node); "grammar_*" are the one-pass
+# decoding the parser used before two-stage decoding.
+BASE_MODEL = {"constrained": True, "decode": "two_stage", "copy_free_text": True,
+              "min_action_prob": 0.0, "action_score": "mean"}
+VARIANTS: dict[str, dict[str, dict]] = {
+    "default": {},
+    "grammar": {"model": {"decode": "grammar", "copy_free_text": False}},
+    "grammar_copy": {"model": {"decode": "grammar"}},
+    "two_stage_no_copy": {"model": {"copy_free_text": False}},
+    "two_stage_sum": {"model": {"action_score": "sum"}},
+    "all_examples": {"parser": {"few_shot_select": "all"}},
+    "similar_8": {"parser": {"few_shot_select": "similar", "few_shot": 8}},
+    "no_few_shot": {"parser": {"few_shot": 0, "few_shot_select": "all"}},
+    "spoken_numbers": {"parser": {"normalize_numbers": False}},
+    "unconstrained": {"model": {"constrained": False}},
+    "template_reply": {"parser": {"reply_source": "template"}},
 }
 
 
@@ -57,9 +66,11 @@ def pct(values: list[float], q: float) -> float | None:
 
 def run_variant(name: str, model: LlamaCppCommandModel, schema, items: list[dict],
                 verbose: bool) -> dict:
-    changes, constrained = VARIANTS[name]
-    model.constrained = constrained
-    cfg = replace(ParserConfig(history_turns=0, generation_timeout_s=120.0), **changes)
+    settings = {**BASE_MODEL, **VARIANTS[name].get("model", {})}
+    for key, value in settings.items():
+        setattr(model, key, value)
+    cfg = replace(ParserConfig(history_turns=0, generation_timeout_s=120.0),
+                  **VARIANTS[name].get("parser", {}))
     parser = CommandParser(schema, model, cfg)
     parser.parse("hello", use_history=False)  # fill the prompt cache, as the node does
     rows = []
@@ -77,15 +88,16 @@ def run_variant(name: str, model: LlamaCppCommandModel, schema, items: list[dict
                      "got": [action, args], "valid": valid, "exact": ok,
                      "fast_path": out.origin == "fast_path", "message": out.message,
                      "first_reply_s": out.first_reply_s, "command_s": out.command_s,
+                     "confidence": out.confidence,
                      "total_s": total})
         if verbose:
             print(f"  {'OK ' if ok else 'BAD'} {item['text']!r} -> {action} {args} "
-                  f"({total:.2f} s)", file=sys.stderr)
+                  f"p={out.confidence:.2f} ({total:.2f} s)", file=sys.stderr)
     llm = [r for r in rows if not r["fast_path"]]
     first = [r["first_reply_s"] for r in llm if r["first_reply_s"] is not None]
     cmd = [r["command_s"] for r in llm if r["command_s"] is not None]
     return {
-        "variant": name, "config": asdict(cfg), "constrained": constrained,
+        "variant": name, "config": asdict(cfg), "model": settings,
         "n": len(rows), "valid": sum(r["valid"] for r in rows),
         "exact": sum(r["exact"] for r in rows),
         "accuracy": sum(r["exact"] for r in rows) / len(rows),
@@ -105,8 +117,10 @@ def main() -> int:
     ap.add_argument("--schema", default=str(ROOT / "config" / "commands.yaml"))
     ap.add_argument("--data", default=str(ROOT / "test" / "data" / "utterances.yaml"))
     ap.add_argument("--model", default="", help="GGUF path (default: packaged SmolLM2-135M)")
-    ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = default)")
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--threads", type=int, default=1,
+                    help="llama.cpp threads (0 = llama.cpp's default; 1 suits a shared CPU)")
+    ap.add_argument("--variants", default="default",
+                    help=f"comma-separated, or 'all': {', '.join(VARIANTS)}")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "parser.json"))
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
@@ -117,7 +131,8 @@ def main() -> int:
     model = LlamaCppCommandModel(args.model, n_threads=args.threads)
     load_s = time.monotonic() - t0
     results = []
-    for name in args.variants.split(","):
+    names = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
+    for name in names:
         if name not in VARIANTS:
             ap.error(f"unknown variant {name}; known: {', '.join(VARIANTS)}")
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from locara_ros.core.backends.chat import LlamaCppCommandModel, bounded_numbers
+from locara_ros.core.backends.chat import (
+    LlamaCppCommandModel,
+    action_alternatives,
+    bounded_numbers,
+    copy_spans,
+)
 from locara_ros.core.command_schema import load_schema, parse_schema
 from locara_ros.core.parser import (
     INTERRUPTED_NOTE,
@@ -85,6 +90,21 @@ def test_grammar_schema_bounds_numbers_by_construction():
     assert all(0.1 <= v <= 5 for v in values)
 
 
+def test_free_text_arguments_are_limited_to_spans_of_the_request():
+    schema = load_schema(SCHEMA_PATH)
+    js = copy_spans(schema.json_schema(), "Say good morning, everyone!")
+    alts = action_alternatives(js)
+    spans = alts["say"]["properties"]["arguments"]["properties"]["text"]["enum"]
+    # Contiguous runs of the request's words, punctuation at word ends dropped; no rewrites.
+    assert {"good morning everyone", "everyone", "Say good morning everyone"} <= set(spans)
+    assert "good everyone" not in spans and "good morning to everyone" not in spans
+    assert len(spans) == 10
+    assert alts["look"]["properties"]["arguments"]["properties"]["question"]["enum"] == spans
+    # Enums and numbers are untouched; a request too long to enumerate leaves the schema as is.
+    assert alts["go_to"] == action_alternatives(schema.json_schema())["go_to"]
+    assert copy_spans(schema.json_schema(), "word " * 100) == schema.json_schema()
+
+
 @pytest.fixture(scope="module")
 def model():
     m = LlamaCppCommandModel(n_threads=1)
@@ -110,3 +130,26 @@ def test_confirmation_policy_with_the_real_model(model):
     parser.parse("go to the kitchen", on_command=published.append)
     no = parser.parse("no", on_command=published.append)
     assert no.command is None and no.reply == "Okay, I won't." and len(published) == 1
+
+
+def test_two_stage_decoding_scores_actions_and_reports_the_probability(model):
+    schema = load_schema(SCHEMA_PATH)
+    parser = CommandParser(schema, model, ParserConfig(history_turns=0,
+                                                       generation_timeout_s=120.0))
+    model.decode, model.copy_free_text = "two_stage", True
+    try:
+        scores = model.action_scores(parser.messages("go to the kitchen", use_history=False),
+                                     list(action_alternatives(parser.json_schema)))
+        assert set(scores) == set(schema.actions) | {"clarify"}
+        assert max(scores, key=scores.get) == "go_to"
+        out = parser.parse("go to the kitchen", use_history=False)
+        assert out.success and out.command.action == "go_to"
+        assert out.command.arguments == {"place": "kitchen"}
+        assert 0.0 < out.confidence <= 1.0 and out.confidence == model.last_confidence
+        # Every action below the threshold: the request becomes a clarifying question.
+        model.min_action_prob = 1.01
+        unsure = parser.parse("go to the kitchen", use_history=False)
+        assert unsure.success and unsure.command is None and unsure.needs_clarification
+        assert unsure.reply
+    finally:
+        model.decode, model.copy_free_text, model.min_action_prob = "grammar", False, 0.0

@@ -702,6 +702,9 @@ class CommandParser:
         """Record a validated command; returns (stream the model's reply, stop generating)."""
         outcome.command = command
         outcome.command_s = time.monotonic() - started
+        confidence = getattr(self.model, "last_confidence", None)
+        if isinstance(confidence, float):  # two-stage decoding: P(action) among the actions
+            outcome.confidence = confidence
         if command.action == CLARIFY:
             outcome.command = None
             outcome.needs_clarification = True

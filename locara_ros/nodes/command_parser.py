@@ -98,6 +98,14 @@ class CommandParserNode(Node):
         chat_format = p("chat_format", "", "llama_cpp chat format; empty = the GGUF's template")
         constrained = p("constrained", True, "llama_cpp: grammar-constrained decoding derived "
                         "from the schema")
+        decode = p("decode", "two_stage", "llama_cpp: two_stage (score every action name, then "
+                   "generate the chosen action's arguments) or grammar (one constrained pass)")
+        action_score = p("action_score", "mean", "llama_cpp two_stage: rank actions by the mean "
+                         "(per token) or sum of their log-likelihood")
+        copy_free_text = p("copy_free_text", True, "llama_cpp: free-text arguments (no enum) "
+                           "must be a span of the request's words")
+        min_action_prob = p("min_action_prob", 0.0, "llama_cpp two_stage: an action less likely "
+                            "than this (among the actions) becomes clarify; 0 = off")
         server_url = p("server_url", "", "openai: base URL, e.g. http://gpu:8080/v1")
         api_key = p("api_key", "", "openai: API key (empty = none)")
         server_model = p("server_model", "", "openai: model name to request")
@@ -152,7 +160,9 @@ class CommandParserNode(Node):
         self.reply_pub = self.create_publisher(ReplyChunk, "voice/reply", STREAM_QOS)
         self.events_pub = self.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
         kw = dict(model_path=model_path, n_ctx=n_ctx, n_threads=n_threads,
-                  chat_format=chat_format, constrained=constrained, server_url=server_url,
+                  chat_format=chat_format, constrained=constrained, decode=decode,
+                  action_score=action_score, copy_free_text=copy_free_text,
+                  min_action_prob=min_action_prob, server_url=server_url,
                   api_key=api_key, server_model=server_model, response_format=response_format,
                   request_timeout=request_timeout)
         self.model = self._make_model(backend, **kw)
@@ -199,7 +209,11 @@ class CommandParserNode(Node):
             return LlamaCppCommandModel(kw["model_path"], n_ctx=int(kw["n_ctx"]),
                                         n_threads=int(kw["n_threads"]),
                                         chat_format=kw["chat_format"],
-                                        constrained=bool(kw["constrained"]))
+                                        constrained=bool(kw["constrained"]),
+                                        decode=kw["decode"],
+                                        action_score=kw["action_score"],
+                                        copy_free_text=bool(kw["copy_free_text"]),
+                                        min_action_prob=float(kw["min_action_prob"]))
         if backend == "openai":
             if not kw["server_url"]:
                 raise ValueError("backend 'openai' needs the server_url parameter")

@@ -15,6 +15,7 @@ a generation runs past its deadline.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -24,6 +25,8 @@ import time
 from abc import ABC, abstractmethod
 from contextlib import closing
 from typing import Any, Iterator
+
+import numpy as np
 
 from locara_ros.core.backends.openai_http import (
     BackendError,
@@ -36,6 +39,9 @@ from locara_ros.core.backends.openai_http import (
 log = logging.getLogger(__name__)
 
 RESPONSE_FORMATS = ("auto", "json_schema", "json_object", "none")
+DECODE_MODES = ("grammar", "two_stage")
+# Free-text arguments copied from the request: at most this many words are offered as spans.
+MAX_COPY_WORDS = 40
 
 
 class GenerationTimeout(BackendUnavailable):
@@ -47,6 +53,8 @@ class CommandModel(ABC):
 
     #: Short backend description for logs and RobotCommand.origin ("llm:<name>").
     name: str = "model"
+    #: Probability of the action chosen in the last request (two-stage decoding), else None.
+    last_confidence: float | None = None
 
     @abstractmethod
     def stream(self, messages: list[dict[str, str]], json_schema: dict[str, Any], *,
@@ -71,10 +79,26 @@ def _check(cancel: threading.Event | None, deadline: float, timeout_s: float, na
 
 
 class LlamaCppCommandModel(CommandModel):
-    """A local GGUF model via llama-cpp-python with schema-constrained decoding."""
+    """A local GGUF model via llama-cpp-python with schema-constrained decoding.
+
+    decode="grammar": one generation constrained by the grammar of the whole output schema; the
+    action is the greedy choice of its first token. decode="two_stage": first every action name
+    the schema allows is scored by its full log-likelihood after the prompt (a few single-token
+    decodes on the cached prompt), the most likely one is chosen (and its probability among the
+    actions becomes :attr:`last_confidence`); then the output is generated under the grammar of
+    that action alone. With ``min_action_prob`` > 0 an action less likely than that becomes the
+    clarify pseudo-action. With ``copy_free_text``, free-text string arguments (no enum) must be
+    a span of the user's words, so a small model cannot paraphrase or copy an example instead.
+    """
 
     def __init__(self, model_path: str = "", *, n_ctx: int = 2048, n_threads: int = 0,
-                 chat_format: str = "", constrained: bool = True, seed: int = 0) -> None:
+                 chat_format: str = "", constrained: bool = True, seed: int = 0,
+                 decode: str = "grammar", copy_free_text: bool = False,
+                 min_action_prob: float = 0.0, action_score: str = "mean") -> None:
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got '{decode}'")
+        if action_score not in ("sum", "mean"):
+            raise ValueError(f"action_score must be sum or mean, got '{action_score}'")
         from locara_ros.core.models import resolve_llm
         path = resolve_llm(model_path)  # ModelNotFoundError names the file
         try:
@@ -90,17 +114,43 @@ class LlamaCppCommandModel(CommandModel):
             raise RuntimeError(f"cannot load GGUF model '{path}': {e}") from e
         self.path = path
         self.constrained = constrained
+        self.decode = decode
+        self.copy_free_text = bool(copy_free_text)
+        self.min_action_prob = float(min_action_prob)
+        # "sum": log-likelihood of the name; "mean": per token (names of many tokens are not
+        # penalized for their length).
+        self.action_score = action_score
         self.name = f"llama_cpp:{path.stem}"
+        self.last_confidence = None
         self._grammars: dict[str, Any] = {}
+        self._formatter = self._chat_formatter(chat_format)
+        if decode == "two_stage" and self._formatter is None:
+            log.warning("%s: no chat template in the GGUF (or chat_format set); two-stage "
+                        "decoding is off", self.name)
 
-    def grammar(self, json_schema: dict[str, Any]) -> Any:
-        """The llama.cpp grammar for a JSON schema (built once per schema)."""
+    def _chat_formatter(self, chat_format: str) -> Any:
+        """The GGUF's own chat template (as create_chat_completion uses it), or None."""
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if chat_format or not template:
+            return None
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        def token(i: int) -> str:
+            return self.llm._model.token_get_text(i) if i != -1 else ""
+        return Jinja2ChatFormatter(template=template, eos_token=token(self.llm.token_eos()),
+                                   bos_token=token(self.llm.token_bos()))
+
+    def grammar(self, json_schema: dict[str, Any], cache: bool = True) -> Any:
+        """The llama.cpp grammar for a JSON schema (built once per schema when cached)."""
         from llama_cpp import LlamaGrammar
         key = json.dumps(json_schema, sort_keys=True)
-        if key not in self._grammars:
-            self._grammars[key] = LlamaGrammar.from_json_schema(
-                json.dumps(bounded_numbers(json_schema)), verbose=False)
-        return self._grammars[key]
+        if key in self._grammars:
+            return self._grammars[key]
+        grammar = LlamaGrammar.from_json_schema(json.dumps(bounded_numbers(json_schema)),
+                                                verbose=False)
+        if cache:
+            self._grammars[key] = grammar
+        return grammar
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
@@ -109,7 +159,17 @@ class LlamaCppCommandModel(CommandModel):
                cancel: threading.Event | None = None, max_tokens: int = 160,
                temperature: float = 0.0, timeout_s: float = 30.0) -> Iterator[str]:
         deadline = time.monotonic() + timeout_s
-        grammar = self.grammar(json_schema) if self.constrained else None
+        self.last_confidence = None
+        grammar = None
+        if self.constrained:
+            alternatives = action_alternatives(json_schema)
+            if self.decode == "two_stage" and self._formatter is not None and alternatives:
+                action, self.last_confidence = self.choose_action(
+                    messages, list(alternatives), cancel, deadline, timeout_s)
+                json_schema = alternatives[action]
+            if self.copy_free_text:
+                json_schema = copy_spans(json_schema, _last_user_text(messages))
+            grammar = self.grammar(json_schema, cache=not self.copy_free_text)
         try:
             chunks = self.llm.create_chat_completion(
                 messages=messages, grammar=grammar, temperature=float(temperature),
@@ -123,6 +183,67 @@ class LlamaCppCommandModel(CommandModel):
                 content = delta.get("content")
                 if content:
                     yield content
+
+    # ------------------------------------------------------------------ two-stage decoding
+    def action_scores(self, messages: list[dict[str, str]], actions: list[str],
+                      cancel: threading.Event | None = None, deadline: float = math.inf,
+                      timeout_s: float = 0.0) -> dict[str, float]:
+        """Log-likelihood of each action name as the start of the answer to `messages`:
+        log P('{"action": "<name>",' | prompt), summed over its tokens (action_score "sum") or
+        per token ("mean")."""
+        llm = self.llm
+        try:
+            prompt = self._formatter(messages=messages).prompt
+        except Exception as e:  # a template error is a backend error
+            raise BackendError(f"{self.name}: chat template failed: {e}") from e
+        # '",' as the model saw it in every example: the quote alone is a rare token there.
+        seqs = {a: llm.tokenize((prompt + '{"action": "' + a + '",').encode("utf-8"),
+                                add_bos=False, special=True) for a in actions}
+        if len(next(iter(seqs.values()))) + 4 > llm.n_ctx():
+            raise BackendError(f"{self.name}: the prompt does not fit the context "
+                               f"({llm.n_ctx()} tokens)")
+        common = _common_prefix(list(seqs.values()))
+        base = next(iter(seqs.values()))[:common]
+        cached = _common_prefix([list(llm.input_ids[:llm.n_tokens]), base])
+        llm.n_tokens = min(cached, common - 1)  # at least one token evaluated: fresh logits
+        llm.eval(base[llm.n_tokens:])
+        first = self._logprobs()
+        scores: dict[str, float] = {}
+        for action, seq in seqs.items():
+            _check(cancel, deadline, timeout_s, self.name)
+            rest = seq[common:]
+            total = float(first[rest[0]])
+            llm.n_tokens = common
+            for prev, tok in zip(rest, rest[1:], strict=False):
+                llm.eval([prev])
+                total += float(self._logprobs()[tok])
+            scores[action] = total / len(rest) if self.action_score == "mean" else total
+        llm.n_tokens = common  # the prompt stays cached for the generation
+        return scores
+
+    def choose_action(self, messages: list[dict[str, str]], actions: list[str],
+                      cancel: threading.Event | None, deadline: float, timeout_s: float
+                      ) -> tuple[str, float]:
+        """(most likely action, its probability among the actions); an action below
+        min_action_prob becomes the clarify pseudo-action when the schema has one."""
+        from locara_ros.core.command_schema import CLARIFY
+        scores = self.action_scores(messages, actions, cancel, deadline, timeout_s)
+        best = max(scores, key=scores.get)
+        top = max(scores.values())
+        norm = sum(math.exp(v - top) for v in scores.values())
+        prob = 1.0 / norm
+        if best != CLARIFY and prob < self.min_action_prob and CLARIFY in scores:
+            log.info("most likely action %s has p=%.2f < %.2f: clarify", best, prob,
+                     self.min_action_prob)
+            best, prob = CLARIFY, math.exp(scores[CLARIFY] - top) / norm
+        return best, prob
+
+    def _logprobs(self) -> np.ndarray:
+        n_vocab = self.llm.n_vocab()
+        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
+        logits = logits.astype(np.float64)
+        top = logits.max()
+        return logits - top - math.log(np.exp(logits - top).sum())
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)
@@ -224,6 +345,54 @@ def bounded_numbers(schema: Any, max_values: int = 1000) -> Any:
             out = {k: v for k, v in out.items() if k not in ("minimum", "maximum", "type")}
             out["enum"] = values
     return out
+
+
+def action_alternatives(json_schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """action name -> the output schema of that action alone, for a schema made of one
+    alternative per action (CommandSchema.json_schema); {} for any other schema."""
+    out: dict[str, dict[str, Any]] = {}
+    for alt in json_schema.get("anyOf") or []:
+        enum = (((alt.get("properties") or {}).get("action") or {}).get("enum") or [None])
+        if len(enum) != 1 or not isinstance(enum[0], str):
+            return {}
+        out[enum[0]] = alt
+    return out
+
+
+def copy_spans(json_schema: dict[str, Any], text: str) -> dict[str, Any]:
+    """A copy of the schema whose free-text argument strings (no enum) must be a span of the
+    request's words (punctuation at the ends dropped). Unchanged for long or empty requests."""
+    words = [w.strip(".,!?;:\"'") for w in text.split()]
+    words = [w for w in words if w]
+    if not words or len(words) > MAX_COPY_WORDS:
+        return json_schema
+    spans = sorted({" ".join(words[i:j]) for i in range(len(words))
+                    for j in range(i + 1, len(words) + 1)})
+    out = copy.deepcopy(json_schema)
+    for alt in out.get("anyOf") or [out]:
+        props = ((alt.get("properties") or {}).get("arguments") or {}).get("properties") or {}
+        for name, arg in props.items():
+            if arg.get("type") == "string" and "enum" not in arg:
+                lo, hi = arg.get("minLength", 0), arg.get("maxLength", math.inf)
+                allowed = [s for s in spans if lo <= len(s) <= hi]
+                if allowed:
+                    props[name] = {k: v for k, v in arg.items()
+                                   if k not in ("minLength", "maxLength")}
+                    props[name]["enum"] = allowed
+    return out
+
+
+def _last_user_text(messages: list[dict[str, str]]) -> str:
+    return next((str(m.get("content", "")) for m in reversed(messages)
+                 if m.get("role") == "user"), "")
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    for i in range(n):
+        if any(s[i] != seqs[0][i] for s in seqs):
+            return i
+    return n
 
 
 def _response_format(mode: str, json_schema: dict[str, Any]) -> dict[str, Any] | None:
