@@ -23,6 +23,7 @@ from locara_ros.core.parser import (
     Turn,
     match_phrases,
     normalize_numbers,
+    refers_back,
 )
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "commands.yaml"
@@ -79,6 +80,29 @@ def test_history_is_bounded_and_barge_in_rewrites_the_turn():
     assert not conv.interrupt("u3", "Going")
     conv.add(Turn("u3", "go to the office", "go_to", {"place": "office"}, "Going to the off"))
     assert conv.turns()[-1].reply == "Going" + INTERRUPTED_NOTE
+
+
+def test_history_reaches_the_prompt_only_for_requests_that_refer_back():
+    follow_ups = ["and now the bathroom", "put it on the table", "turn left again",
+                  "no, the other one", "do that too", "go back there"]
+    fresh = ["go to the kitchen", "pick up the red ball", "turn right 90 degrees",
+             "say hello to everyone", "what do you see"]
+    assert all(refers_back(t) for t in follow_ups)
+    assert not any(refers_back(t) for t in fresh)
+    schema = load_schema(str(SCHEMA_PATH))
+    # messages() only builds the prompt: no model is needed to check what goes into it.
+    fresh_parser = CommandParser(schema, None, ParserConfig())
+    parser = CommandParser(schema, None, ParserConfig())
+    turn = Turn("u1", "pick up the cup", "pick_up", {"object": "cup"}, "OK.")
+    parser.conversation.add(turn)
+    assert parser.messages("go to the kitchen") == fresh_parser.messages("go to the kitchen")
+    with_history = parser.messages("and now the bathroom")
+    assert with_history[-3:] == [{"role": "user", "content": "pick up the cup"},
+                                 {"role": "assistant", "content": turn.assistant_json()},
+                                 {"role": "user", "content": "and now the bathroom"}]
+    always = CommandParser(schema, None, ParserConfig(history_mode="always"))
+    always.conversation.add(turn)
+    assert always.messages("go to the kitchen")[-3:-1] == with_history[-3:-1]
 
 
 def test_grammar_schema_bounds_numbers_by_construction():

@@ -53,6 +53,11 @@ VisionFn = Callable[[str, float], "tuple[bool, str, str]"]
 @dataclass
 class ParserConfig:
     history_turns: int = 4  # user/assistant pairs kept for context
+    # "follow_up": the history goes into the prompt only for requests that refer back ("and now
+    # the bathroom", "put it down", "turn left again"); "always": for every request. Small models
+    # copy the last turn: with "always", SmolLM2-135M answered ten different requests after
+    # "pick up the cup" with pick_up(cup) (bench/e2e.py); the history is recorded either way.
+    history_mode: str = "follow_up"
     few_shot: int = -1  # example pairs in the prompt: -1 all from the schema, 0 none
     few_shot_select: str = "all+similar"  # all | similar | all+similar (few_shot_messages)
     few_shot_similar: int = 3  # examples repeated before the request with "all+similar"
@@ -66,6 +71,19 @@ class ParserConfig:
     confirmation_timeout_s: float = 20.0
     max_text_chars: int = 400
     fast_path: bool = True
+
+
+# Words by which a request leans on what was said before: "and now the bathroom", "put it down",
+# "turn left again", "no, the other one", "do that too".
+_REFERS_BACK = re.compile(
+    r"^\s*(and|also|then|now|but|no|not|instead|again|same|more|another)\b"
+    r"|\b(it|its|that|there|them|this one|that one|again|too|instead|as well|the same|"
+    r"the other|more|further|back)\b", re.IGNORECASE)
+
+
+def refers_back(text: str) -> bool:
+    """True when a request seems to need the conversation to be understood."""
+    return bool(_REFERS_BACK.search(text))
 
 
 @dataclass
@@ -510,7 +528,7 @@ class CommandParser:
         msgs = [{"role": "system", "content": self._system}]
         msgs += few_shot_messages(self.schema, prompt_text, cfg.few_shot, cfg.few_shot_select,
                                   cfg.few_shot_similar)
-        if use_history:
+        if use_history and (cfg.history_mode == "always" or refers_back(text)):
             msgs += self.conversation.messages()
         msgs.append({"role": "user", "content": prompt_text})
         return msgs

@@ -118,6 +118,9 @@ class CommandParserNode(Node):
                            "server")
         cfg = ParserConfig(
             history_turns=p("history_turns", 4, "Conversation turns kept as context (0 = none)"),
+            history_mode=p("history_mode", "follow_up", "follow_up: give the model the history "
+                           "only for requests that refer back ('and now...', 'put it down', "
+                           "'again'); always: for every request"),
             few_shot=p("few_shot", -1, "Schema examples in the prompt: -1 all, 0 none, n first"),
             few_shot_select=p("few_shot_select", "all+similar", "Example choice: all, similar "
                               "or all+similar"),
@@ -150,6 +153,9 @@ class CommandParserNode(Node):
         if cfg.few_shot_select not in ("all", "similar", "all+similar"):
             raise ValueError(f"few_shot_select must be all, similar or all+similar, got "
                              f"'{cfg.few_shot_select}'")
+        if cfg.history_mode not in ("follow_up", "always"):
+            raise ValueError(f"history_mode must be follow_up or always, got "
+                             f"'{cfg.history_mode}'")
         if cfg.reply_source not in ("model", "template"):
             raise ValueError(f"reply_source must be model or template, got '{cfg.reply_source}'")
 
