@@ -138,9 +138,13 @@ def run_baseline(requests: list[str], vad_stop_ms: float) -> list[dict]:
     config = yaml.safe_load((ROOT / "config" / "on_robot.yaml").read_text())
     parser_params = config["/**/command_parser"]["ros__parameters"]
     asr = FasterWhisperTranscriber(resolve_whisper("tiny.en"), compute_type="int8", beam_size=1)
-    model = LlamaCppCommandModel("", n_ctx=int(parser_params.get("n_ctx", 2048)))
+    # The node's defaults (nodes/command_parser.py) and the topology's parameters.
+    model = LlamaCppCommandModel("", n_ctx=int(parser_params.get("n_ctx", 2048)),
+                                 decode=parser_params.get("decode", "two_stage"),
+                                 action_score=parser_params.get("action_score", "mean"),
+                                 copy_free_text=bool(parser_params.get("copy_free_text", True)))
     parser = CommandParser(load_schema(str(ROOT / "config" / "commands.yaml")), model,
-                           ParserConfig())
+                           ParserConfig(reply_source=parser_params.get("reply_source", "model")))
     voice = PiperVoice.load(str(resolve_piper_voice()[0]))
     parser.parse("hello", use_history=False)  # warm the prompt cache, as the node does
     rows = []
