@@ -1,7 +1,7 @@
 """The robot's command schema: what a parsed command may contain, loaded from YAML.
 
-A schema file (see config/commands.yaml and docs/parser.md) declares actions with typed, bounded
-arguments, a description and example utterances. From it this module derives
+A schema file (config/commands.yaml; format: README, command_parser) declares actions with typed,
+bounded arguments, a description and example utterances. From it this module derives
 
 * :meth:`CommandSchema.json_schema` - a JSON schema of the model's whole output
   (``{"action": ..., "arguments": {...}, "reply": "..."}``), used for grammar-constrained decoding

@@ -4,7 +4,7 @@ Subscribes voice/transcript and voice/events (barge-in); publishes voice/command
 (token by token) and voice/events (CANCELLED, ERROR); serves voice/parse; calls vision/ask for
 questions about what the robot sees. Model inference runs on one worker thread fed by a bounded
 queue; callbacks only enqueue, except the stop fast path, which is rule-based and published from
-the callback at once. See docs/parser.md.
+the callback at once. See the README (command_parser).
 """
 from __future__ import annotations
 

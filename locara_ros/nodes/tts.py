@@ -3,7 +3,7 @@
 Subscribes voice/say (whole texts) and voice/reply (streamed chunks); speaks sentence by sentence
 through a Piper voice; plays on a PortAudio device and/or publishes audio/tts (+ latched
 audio/tts/info) paced in real time; reports SPEAKING_STARTED / SPEAKING_STOPPED / BARGE_IN on
-voice/events; voice/stop stops at once. See docs/voice_out.md.
+voice/events; voice/stop stops at once. See the README (tts).
 """
 from __future__ import annotations
 

@@ -203,7 +203,7 @@ def make_vision_model(backend: str, *, model_path: str = "", mmproj_path: str = 
                 "Qwen2.5-VL-3B-Instruct-Q4_K_M.gguf + its mmproj) and set the parameters "
                 "model_path:=... mmproj_path:=... chat_handler:=moondream|qwen25vl|llava15|mtmd, "
                 "or use a server: backend:=openai server_url:=http://<host>:8080/v1 "
-                "(see docs/vision.md)")
+                "(see the README, vlm node)")
         return LlamaCppVision(model_path, mmproj_path, chat_handler=chat_handler, **options)
     if backend == "openai":
         if not server_url:
