@@ -232,9 +232,10 @@ def test_barge_in_cancels_the_reply_in_flight(ros, stand_in, remote_parser):
     cancelled = events.wait_for(1, timeout=10, where=lambda e: e.type == VoiceEvent.CANCELLED)
     assert cancelled[0].utterance_id == "utt-slow-1"
     wait_until(lambda: stand_in.disconnects >= 1, 15, what="the server seeing the cancel")
-    # The next request is answered with the interrupted turn in its history.
+    # The next request refers back, so it is answered with the interrupted turn in its history.
     ok = ros.call(node.create_client(ParseCommand, "voice/parse"),
-                  ParseCommand.Request(text="go to the kitchen", use_history=True), timeout=30)
+                  ParseCommand.Request(text="and now go to the kitchen", use_history=True),
+                  timeout=30)
     assert ok.success
     history = stand_in.requests[-1]["messages"]
     assistant = [m["content"] for m in history if m["role"] == "assistant"]

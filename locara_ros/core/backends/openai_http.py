@@ -92,8 +92,9 @@ class OpenAIClient:
             raise error(f"{self.url}{path}: HTTP {resp.status} {resp.reason}: {detail}")
         return conn, resp
 
-    def get_json(self, path: str, timeout: float | None = None) -> Any:
-        conn, resp = self._open("GET", path, None, timeout=timeout)
+    def _read_json(self, path: str, conn: http.client.HTTPConnection,
+                   resp: http.client.HTTPResponse) -> Any:
+        """Read a whole JSON body and close the connection."""
         try:
             return _parse_json(resp.read(), f"{self.url}{path}")
         except (OSError, http.client.HTTPException) as e:
@@ -101,15 +102,13 @@ class OpenAIClient:
         finally:
             conn.close()
 
+    def get_json(self, path: str, timeout: float | None = None) -> Any:
+        return self._read_json(path, *self._open("GET", path, None, timeout=timeout))
+
     def post_json(self, path: str, payload: Mapping[str, Any],
                   timeout: float | None = None) -> Any:
-        conn, resp = self._open("POST", path, json.dumps(payload).encode(), timeout=timeout)
-        try:
-            return _parse_json(resp.read(), f"{self.url}{path}")
-        except (OSError, http.client.HTTPException) as e:
-            raise BackendUnavailable(f"{self.url}{path}: {e}") from e
-        finally:
-            conn.close()
+        return self._read_json(path, *self._open("POST", path, json.dumps(payload).encode(),
+                                                 timeout=timeout))
 
     def post_multipart(self, path: str, fields: Mapping[str, str],
                        files: Mapping[str, tuple[str, bytes, str]],
@@ -126,15 +125,9 @@ class OpenAIClient:
             chunks.append(data)
             chunks.append(b"\r\n")
         chunks.append(f"--{boundary}--\r\n".encode())
-        conn, resp = self._open("POST", path, b"".join(chunks),
-                                content_type=f"multipart/form-data; boundary={boundary}",
-                                timeout=timeout)
-        try:
-            return _parse_json(resp.read(), f"{self.url}{path}")
-        except (OSError, http.client.HTTPException) as e:
-            raise BackendUnavailable(f"{self.url}{path}: {e}") from e
-        finally:
-            conn.close()
+        return self._read_json(path, *self._open(
+            "POST", path, b"".join(chunks),
+            content_type=f"multipart/form-data; boundary={boundary}", timeout=timeout))
 
     def stream_json(self, path: str, payload: Mapping[str, Any],
                     cancel: threading.Event | None = None,
