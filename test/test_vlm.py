@@ -218,7 +218,9 @@ def test_rejects_bad_questions_bad_frames_and_stale_frames(tiny_vlm, procs, supp
     assert ask("   ").message == "empty question"
     assert ask("x" * 41).message == "question too long (41 chars, max 40)"
 
-    pub = publish(procs, support_dir, "32FC1", 100, namespace=ns)
+    # Camera samples are best effort: send a burst, so that one early sample lost while the
+    # endpoints finish discovering each other cannot hide the behaviour under test.
+    pub = publish(procs, support_dir, "32FC1", 100, namespace=ns, count=20, period=0.05)
     reply = wait_until(lambda: (r := ask()).message != "no frame received yet" and r, 10,
                        what="the bad frame to arrive")
     assert not reply.success
@@ -227,7 +229,8 @@ def test_rejects_bad_questions_bad_frames_and_stale_frames(tiny_vlm, procs, supp
     vlm.wait_for_output(r"dropped camera frame .*unsupported encoding '32FC1'")
     pub.stop()
 
-    pub = publish(procs, support_dir, "rgb8", 200, namespace=ns, fault="size")
+    pub = publish(procs, support_dir, "rgb8", 200, namespace=ns, fault="size", count=20,
+                  period=0.05)
     reply = wait_until(lambda: "data size" in (r := ask()).message and r, 10,
                        what="the short frame to be refused")
     assert reply.message.startswith("bad frame: data size"), reply.message
@@ -247,7 +250,8 @@ def test_rejects_bad_questions_bad_frames_and_stale_frames(tiny_vlm, procs, supp
     assert ask(max_age=30.0).success  # a request's max_age overrides the node's
 
     # A JPEG whose body is broken passes the cheap header check and fails at decoding.
-    pub = publish(procs, support_dir, "jpeg", 400, namespace=ns, count=1, fault="corrupt")
+    pub = publish(procs, support_dir, "jpeg", 400, namespace=ns, count=20, period=0.05,
+                  fault="corrupt")
     reply = wait_until(lambda: (r := ask(max_age=30.0)).message.startswith("bad frame") and r,
                        10, what="the corrupt JPEG to be refused")
     assert reply.message.startswith("bad frame: cannot decode the JPEG image"), reply.message
