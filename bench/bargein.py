@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """End-to-end barge-in latency through the real graph, measured from the mic stream.
 
-    . ./locara_env.sh && python bench/bargein.py [--runs 8] [--modes reference,half_duplex]
+    . ./locara_env.sh && python bench/bargein.py [--runs 8] [--modes reference]
 
 Processes: tts (Piper, audio/tts only), asr (Silero VAD + faster-whisper tiny.en, echo_mode) and
 the room simulator (test/support/room.py): the robot's actual audio/tts comes back into the mic
-80 ms late at -9 dB (-12 dB for half_duplex) with a reverberation tail, and in every robot turn a
-person says "stop and turn left" 2 s after the robot starts (0 dB; +3 dB for half_duplex).
+80 ms late at -9 dB with a reverberation tail, and in every robot turn a person says "stop and
+turn left" 2 s after the robot starts (0 dB).
 
 Per run, from the user's speech onset (its known sample time in the room's mic stream):
 * decided: the asr's SPEECH_STARTED stamp (capture time of the audio that decided it);
@@ -35,7 +35,7 @@ ROBOT = ("The weather today is sunny and warm. I can see three people in the kit
          "The battery is charged to eighty percent. My next task is to water the plants in the "
          "garden.")
 USER = "stop and turn left"
-LEVELS = {"reference": (-9.0, 0.0), "half_duplex": (-12.0, 3.0)}
+LEVELS = {"reference": (-9.0, 0.0)}
 
 
 def pct(values, q):
@@ -137,7 +137,7 @@ def bench_mode(mode: str, runs: int, min_speech: float, user_wav: str) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=8)
-    ap.add_argument("--modes", default="reference,half_duplex")
+    ap.add_argument("--modes", default="reference")
     ap.add_argument("--min-speech", type=float, default=0.2,
                     help="tts barge_in_min_speech [s] (the node's default is 0.2)")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "bargein.json"))

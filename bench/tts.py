@@ -10,8 +10,7 @@
   audio/tts chunk whose play time is after the stop, i.e. output stopped; measured end to end
   through the tts process with barge_in_min_speech=0.2 (so 200 ms of it is the configured
   minimum). The VAD's own decision delay (asr node) is not included here;
-* ERLE of EchoGuard (reference, half_duplex) on simulated loudspeaker echo of Piper speech, and
-  of pyaec (a Rust port of the Speex echo canceller, PyPI) when it is importable.
+Echo cancelling has its own benchmark: bench/echo.py.
 
 Prints a table and writes out/bench/tts.json.
 """
@@ -126,73 +125,12 @@ def bench_node(runs: int) -> dict:
         lease.release()
 
 
-def bench_echo() -> dict:
-    from support.speech import noise, synthesize
-    from test_echo import CHUNK, R, T0, room
-
-    from locara_ros.core.echo import EchoGuard, erle_db, level_db
-    robot = np.concatenate([synthesize(
-        "Hello, I am the robot. I will tell you a long story about the kitchen and the garden, "
-        "and then we will see what happens next."), np.zeros(R, np.float32)])
-    user = synthesize("Stop talking please.")
-    echo = room(robot) + noise(robot.size / R, R, -60)
-    at = 4 * R
-    mixed = echo.copy()
-    mixed[at:at + user.size] += user
-    after = slice(R, at)
-    rows = {}
-    for mode in ("half_duplex", "reference"):
-        for name, mic in (("echo", echo), ("double_talk", mixed)):
-            g = EchoGuard(mode, R)
-            g.on_speaking(True, T0)
-            out, t = [], time.perf_counter()
-            for i in range(0, mic.size, CHUNK):
-                ts = T0 + i * 1_000_000_000 // R
-                g.on_reference(robot[i:i + CHUNK], ts)
-                out.append(g.process(mic[i:i + CHUNK], ts))
-            cpu = time.perf_counter() - t
-            out = np.concatenate(out)[g.latency:]
-            if name == "echo":
-                rows[mode] = {"erle_db": erle_db(mic[after], out[after]),
-                              "cpu_rtf": cpu / (mic.size / R)}
-            else:
-                got = out[at:at + user.size]
-                rows[mode]["user_corr"] = float(np.corrcoef(got, user)[0, 1])
-                rows[mode]["user_level_change_db"] = level_db(got) - level_db(user)
-    try:
-        from pyaec import Aec  # evaluated only when importable (not a dependency)
-    except Exception as e:  # noqa: BLE001
-        rows["pyaec"] = {"error": f"not importable: {e}"}
-    else:
-        # pyaec gets the reference aligned by hand (it has no delay estimation of its own)
-        d = 960
-        ref = np.concatenate([np.zeros(d, np.float32), robot])[:robot.size]
-        for name, mic in (("echo", echo), ("double_talk", mixed)):
-            aec = Aec(160, 1600, R, True)
-            out = []
-            t = time.perf_counter()
-            for i in range(0, mic.size - 160 + 1, 160):
-                o = aec.cancel_echo((mic[i:i + 160] * 32767).astype(np.int16).tolist(),
-                                    (ref[i:i + 160] * 32767).astype(np.int16).tolist())
-                out.append(np.asarray(o, np.float32) / 32767)
-            cpu = time.perf_counter() - t
-            out = np.concatenate(out)
-            if name == "echo":
-                rows["pyaec"] = {"erle_db": erle_db(mic[after], out[after]),
-                                 "cpu_rtf": cpu / (mic.size / R)}
-            else:
-                got = out[at:at + user.size]
-                rows["pyaec"]["user_corr"] = float(np.corrcoef(got, user)[0, 1])
-                rows["pyaec"]["user_level_change_db"] = level_db(got) - level_db(user)
-    return rows
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "tts.json"))
     args = ap.parse_args()
-    result = {"rtf": bench_rtf(args.runs), "node": bench_node(args.runs), "echo": bench_echo(),
+    result = {"rtf": bench_rtf(args.runs), "node": bench_node(args.runs),
               "cpus": os.cpu_count()}
     print("\nvoice out (tts node, Piper en_US-joe-medium)")
     print(f"{'metric':40s} {'p50':>9s} {'p90':>9s}")
@@ -203,14 +141,6 @@ def main() -> int:
           f"{n['barge_in_ms_p90']:9.1f}")
     for label, r in result["rtf"].items():
         print(f"{'Piper RTF, ' + label + ' sentence':40s} {r['rtf_p50']:9.3f} {r['rtf_p90']:9.3f}")
-    print(f"\n{'echo guard':14s} {'ERLE dB':>8s} {'user corr':>10s} {'user dB':>8s} "
-          f"{'cpu RTF':>8s}")
-    for mode, r in result["echo"].items():
-        if "error" in r:
-            print(f"{mode:14s} {r['error']}")
-            continue
-        print(f"{mode:14s} {r['erle_db']:8.1f} {r['user_corr']:10.3f} "
-              f"{r['user_level_change_db']:8.1f} {r['cpu_rtf']:8.3f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

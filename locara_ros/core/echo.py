@@ -1,35 +1,43 @@
 """Keep the robot from hearing itself (no rclpy).
 
-:class:`EchoGuard` sits between the microphone and the VAD/ASR. Two modes:
+:class:`EchoGuard` sits between the microphone and the VAD/ASR. Modes: ``off`` and
+``reference``. (``half_duplex``, a gate with no cancellation, was removed: ``reference`` falls
+back to the same gate whenever it has no echo path, so it is never worse.)
 
-``half_duplex`` (simple fallback)
-    While the robot speaks (SPEAKING_STARTED .. SPEAKING_STOPPED + ``tail_ms``, or while
-    reference audio is playing), the mic is attenuated by ``attenuation_db`` unless a chunk is
-    ``margin_db`` louder than the expected echo level (a peak follower of the mic level while the
-    robot speaks, starting at ``echo_level_dbfs``; or, when reference audio is there, the
-    reference level plus a learnt coupling starting at ``echo_coupling_db``).
-    Trade-off: a user must speak clearly louder
-    than the robot's echo to barge in, and the first ~20 ms of their speech are lost; quiet speech
-    during robot speech is not heard at all. Needs no reference and no calibration.
+``reference`` uses the robot's own output (audio/tts, stamped with play times) as the reference:
 
-``reference`` (echo cancellation)
-    Uses the robot's own output (audio/tts, stamped with play times) as the reference:
+1. delay estimation: GCC-PHAT cross-correlation of mic and reference over the last
+   ``xcorr_window_s`` seconds finds the loudspeaker->mic delay (device latency + acoustics +
+   clock offset, up to ``max_delay_ms``) and a coarse echo gain; re-checked every
+   ``xcorr_interval_s`` while the robot speaks;
+2. a partitioned-block frequency-domain NLMS adaptive filter (``filter_ms`` long, block ``block``
+   samples) models the room and subtracts the predicted echo; adaptation freezes during double
+   talk (Geigel detector on the coarse gain) so the user's voice is not learnt. When a delay is
+   found, the filter is first trained on the audio already heard (the last ``train_s`` seconds
+   of mic and reference that really arrived, ``train_passes`` times);
+3. a residual echo suppressor (per frequency bin, Wiener-like, floor ``res_floor_db``) removes
+   what the filter misses, and leaves bins where the user is louder than the echo.
 
-    1. delay estimation: GCC-PHAT cross-correlation of mic and reference over the last
-       ``xcorr_window_s`` seconds finds the loudspeaker->mic delay (device latency + acoustics +
-       clock offset, up to ``max_delay_ms``) and a coarse echo gain; re-checked every
-       ``xcorr_interval_s`` while the robot speaks;
-    2. a partitioned-block frequency-domain NLMS adaptive filter (``filter_ms`` long, block
-       ``block`` samples) models the room and subtracts the predicted echo; adaptation freezes
-       during double talk (Geigel detector on the coarse gain) so the user's voice is not learnt;
-    3. a residual echo suppressor (per frequency bin, Wiener-like, floor ``res_floor_db``)
-       removes what the filter misses, and leaves bins where the user is louder than the echo.
+The gate: while no echo path is known, and until the filter has learned from ``converge_s`` of
+the robot's speech and removes ``converged_db`` of its echo, the robot's voice is gated: while the
+robot speaks (SPEAKING_STARTED .. SPEAKING_STOPPED + ``tail_ms``, or while reference audio
+plays) the mic is attenuated by ``attenuation_db`` unless a chunk is ``margin_db`` louder than
+the echo expected from the reference level and a learnt coupling (the user talks; it then stays
+open for ``hold_ms``). A filter trained on a fraction of a second of speech cancels the sounds it
+has heard and lets new ones through: that let the first syllables of a turn reach the VAD as
+speech. The convergence is kept across turns, so this costs barge-in sensitivity only in the
+robot's first seconds of speech after start-up (or after the echo path changed).
 
-    Until a delay is found it falls back to the half-duplex gate. Output is delayed by
-    ``2 * block`` samples (16 ms at 16 kHz with the default block of 128).
+Reference alignment: the reference travels from the tts node as messages, the mic audio as
+others; on a loaded machine a burst of mic audio can arrive before the reference that explains
+it (seen: 0.4 s). While the robot may be audible, :meth:`EchoGuard.feed` holds mic audio until
+the reference covers it (at most ``ref_wait_ms``); audio still uncovered after that is gated as
+echo, never passed as if the robot were silent. :meth:`EchoGuard.process` cleans a chunk at
+once, without holding. Output is delayed by ``2 * block`` samples (16 ms at 16 kHz).
 """
 from __future__ import annotations
 
+import collections
 import logging
 from typing import Optional
 
@@ -37,7 +45,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-MODES = ("off", "half_duplex", "reference")
+MODES = ("off", "reference")
 
 
 def _db(power: float) -> float:
@@ -67,12 +75,18 @@ def erle_db(mic: np.ndarray, out: np.ndarray) -> float:
 
 
 class _Timeline:
-    """Ring buffer of samples addressed by absolute sample index (ROS time * rate)."""
+    """Ring buffer of samples addressed by absolute sample index (ROS time * rate).
+
+    Remembers which samples were really written: the first index (`lo`) and the holes filled
+    with silence (a gap in the stream), so a caller can tell heard silence from missing audio.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = int(size)
         self.buf = np.zeros(self.size, dtype=np.float32)
         self.hi: Optional[int] = None  # one past the highest index written
+        self.lo: Optional[int] = None  # first index written since the last reset
+        self.holes: collections.deque[tuple[int, int]] = collections.deque(maxlen=64)
 
     def write(self, start: int, x: np.ndarray) -> None:
         n = x.size
@@ -82,10 +96,20 @@ class _Timeline:
             start, x, n = start + n - self.size, x[-self.size:], self.size
         if self.hi is None or start - self.hi >= self.size:
             self.buf[:] = 0.0
+            self.lo = start
+            self.holes.clear()
         elif start > self.hi:  # a gap: silence
             self._put(self.hi, np.zeros(start - self.hi, dtype=np.float32))
+            self.holes.append((self.hi, start))
         self._put(start, x)
         self.hi = max(self.hi or 0, start + n) if self.hi is not None else start + n
+
+    def complete(self, a: int, b: int) -> bool:
+        """True when every sample in [a, b) was written (none missing, none too old)."""
+        if self.hi is None or self.lo is None or a < max(self.lo, self.hi - self.size) \
+                or b > self.hi:
+            return False
+        return not any(h0 < b and a < h1 for h0, h1 in self.holes)
 
     def _put(self, start: int, x: np.ndarray) -> None:
         i = start % self.size
@@ -111,6 +135,9 @@ class EchoGuard:
     """Echo suppression for the mic path. See the module doc for the modes and parameters."""
 
     def __init__(self, mode: str, sample_rate: int = 16000, **params) -> None:
+        if mode == "half_duplex":
+            raise ValueError("echo mode 'half_duplex' was removed: use 'reference', which gates "
+                             "the mic the same way while it has no echo path")
         if mode not in MODES:
             raise ValueError(f"echo mode '{mode}' unknown (use one of {', '.join(MODES)})")
         self.mode = mode
@@ -119,13 +146,14 @@ class EchoGuard:
                  echo_coupling_db=0.0,
                  hold_ms=300.0, max_delay_ms=500.0, filter_ms=64.0, block=128, mu=0.5,
                  res_floor_db=-40.0, res_overestimate=2.0, xcorr_window_s=1.0,
-                 xcorr_interval_s=0.5, history_s=6.0, dt_factor=2.0)
+                 xcorr_interval_s=0.5, history_s=6.0, dt_factor=2.0, train_s=1.0,
+                 train_passes=3, converged_db=15.0, converge_s=2.0, ref_wait_ms=400.0)
         unknown = set(params) - set(p)
         if unknown:
             raise ValueError(f"unknown EchoGuard parameter(s): {', '.join(sorted(unknown))}")
         p.update(params)
         self.params = p
-        # --- half-duplex gate
+        # --- the gate (no echo path yet, filter still learning, reference missing)
         self.tail = int(p["tail_ms"] * self.rate / 1000)
         self.margin_db = float(p["margin_db"])
         self.atten = float(10 ** (-p["attenuation_db"] / 20))
@@ -159,7 +187,12 @@ class EchoGuard:
         self._in_start: Optional[int] = None  # absolute index of _in[0]
         self._out = np.zeros(self.B, dtype=np.float32)  # output FIFO (+ B in the STFT)
         self.latency = 2 * self.B if mode == "reference" else 0
-        self.stats = {"blocks": 0, "adapted": 0, "double_talk": 0, "gated": 0}
+        self.converged_db = float(p["converged_db"])
+        self.ref_wait_ns = int(p["ref_wait_ms"] * 1e6)
+        self._stopped_at: Optional[int] = None  # sample index of the last SPEAKING_STOPPED
+        self._held: list[tuple[np.ndarray, int, int]] = []  # (mic, t_ns, arrival ns) waiting
+        self.stats = {"blocks": 0, "adapted": 0, "double_talk": 0, "gated": 0,
+                      "unconverged": 0, "no_reference": 0, "held": 0}
 
     # ---------------------------------------------------------------- public API
     def on_reference(self, samples: np.ndarray, t_ns: int) -> None:
@@ -172,6 +205,37 @@ class EchoGuard:
         """SPEAKING_STARTED (True) / SPEAKING_STOPPED (False) from the tts node."""
         self._speaking = bool(speaking)
         self._speaking_until = None if speaking else self._index(t_ns) + self.tail
+        self._stopped_at = None if speaking else self._index(t_ns)
+
+    def covered(self, t_ns: int, n: int) -> bool:
+        """True when the mic samples [t_ns, +n) can be cleaned now: the robot is silent there,
+        or the reference that can echo into them has arrived."""
+        return self.mode == "off" or self._covered(self._index(t_ns) + n)
+
+    def feed(self, mic: np.ndarray, t_ns: int, now_ns: int) -> list[tuple[np.ndarray, int]]:
+        """Queue a mic chunk (t_ns: capture time of sample 0; now_ns: arrival, same clock) and
+        return the chunks that can be cleaned now, in order, as (cleaned audio, t_ns)."""
+        x = np.asarray(mic, dtype=np.float32).reshape(-1)
+        if x.size:
+            self._held.append((x, int(t_ns), int(now_ns)))
+        return self.poll(now_ns)
+
+    def poll(self, now_ns: int) -> list[tuple[np.ndarray, int]]:
+        """Release held chunks whose reference has arrived or whose wait is over."""
+        out = []
+        while self._held:
+            x, t, arrived = self._held[0]
+            if not self.covered(t, x.size) and now_ns - arrived < self.ref_wait_ns:
+                self.stats["held"] += 1
+                break
+            self._held.pop(0)
+            out.append((self.process(x, t), t))
+        return out
+
+    @property
+    def holding(self) -> int:
+        """Mic chunks waiting for their reference."""
+        return len(self._held)
 
     def process(self, mic: np.ndarray, t_ns: int) -> np.ndarray:
         """Mic chunk (float32 mono at sample_rate, t_ns = capture time of sample 0) ->
@@ -179,25 +243,36 @@ class EchoGuard:
         x = np.asarray(mic, dtype=np.float32).reshape(-1)
         if self.mode == "off" or x.size == 0:
             return x
-        start = self._index(t_ns)
-        if self.mode == "half_duplex":
-            return self._gate(x, start, start + x.size)
-        return self._reference(x, start)
+        return self._reference(x, self._index(t_ns))
 
     def reset(self) -> None:
         """Forget the echo path (e.g. after the loudspeaker or mic moved)."""
         self.delay, self.gain, self._candidate = None, 0.0, None
         self._reset_filter()
 
-    # ---------------------------------------------------------------- half duplex
+    @property
+    def converged(self) -> bool:
+        """The adaptive filter removes at least converged_db of the echo (reference mode)."""
+        return self.delay is not None and self._converged
+
+    @property
+    def erle_lin_db(self) -> float:
+        """Echo removed by the linear filter alone, smoothed over recent echo-only blocks."""
+        return _db(self._pd) - _db(self._pe)
+
+    # ---------------------------------------------------------------- the gate
     def _index(self, t_ns: int) -> int:
         return int(t_ns) * self.rate // 1_000_000_000
 
     def _gating(self, end: int) -> bool:
+        """May the robot's voice be in the mic before sample `end`?"""
         if self._speaking:
             return True
-        if self._speaking_until is not None and end <= self._speaking_until:
-            return True
+        if self._speaking_until is not None:
+            if end <= self._speaking_until:
+                return True
+            if self.ref.hi is None or self.ref.hi <= self._stopped_at + self.B:
+                return False  # stopped, tail over, and no reference after the stop
         # reference audio played recently (covers a missed SPEAKING_* event)
         if self.ref.hi is not None and end - self.tail - self.max_delay < self.ref.hi:
             recent = self.ref.read(end - self.tail - self.max_delay, self.tail + self.max_delay)
@@ -205,8 +280,14 @@ class EchoGuard:
         return False
 
     def _gate(self, x: np.ndarray, start: int, end: int) -> np.ndarray:
-        if not self._gating(end):
+        if not self._gating(end) or self._gate_open(x, start, end):
             return x
+        self.stats["gated"] += 1
+        return x * np.float32(self.atten)
+
+    def _gate_open(self, x: np.ndarray, start: int, end: int) -> bool:
+        """True when the mic is far louder than the echo the robot can make (the user talks);
+        learns the echo level on the way."""
         level = level_db(x)
         recent = self.ref.read(start - self.max_delay, self.max_delay + end - start)
         # The echo of this chunk comes from somewhere in the last max_delay of the reference:
@@ -227,10 +308,7 @@ class EchoGuard:
                 self.echo_db += rate * (level - self.echo_db)
         if level > expected + self.margin_db:
             self._open_until = end + self.hold  # far louder than the echo: the user talks
-        if end <= self._open_until:
-            return x
-        self.stats["gated"] += 1
-        return x * np.float32(self.atten)
+        return end <= self._open_until
 
     # ---------------------------------------------------------------- reference mode
     def _reset_filter(self) -> None:
@@ -246,14 +324,25 @@ class EchoGuard:
         self._syy = np.zeros(nb)
         self.leak = 1.0
         self._dt_hold = 0
+        self._pd = 1e-12  # smoothed mic and error power of echo-only blocks (convergence)
+        self._pe = 1e-12
+        self._converged = False
+        self._trained = 0  # echo-only samples the filter has learned from
 
     def _reference(self, x: np.ndarray, start: int) -> np.ndarray:
         self.mic.write(start, x)
         if self._in_start is None or start != self._in_start + self._in.size:
-            if self._in.size:  # a hole in the mic stream: restart the blocks there
+            # a hole in the mic stream (or its start): restart the blocks there, with the
+            # output exactly `latency` behind the input again
+            if self._in_start is not None:
                 log.debug("mic stream jumped by %d samples", start - self._in_start - self._in.size)
             self._in = np.zeros(0, dtype=np.float32)
             self._in_start = start
+            self._out = np.zeros(self.B, dtype=np.float32)
+            self._eprev[:] = 0.0
+            self._yprev[:] = 0.0
+            self._ola[:] = 0.0
+            self._xprev[:] = 0.0
         self._in = np.concatenate([self._in, x])
         end = start + x.size
         if self._next_xcorr is None or end >= self._next_xcorr:
@@ -313,21 +402,83 @@ class EchoGuard:
             self._reset_filter()
             self.delay, self.gain, self._candidate = d, gain, None
             # Start the filter at the direct path the correlation found, not at zero: an empty
-            # filter would let the whole echo through while it converges (the half-duplex gate
+            # filter would let the whole echo through while it converges (the gate
             # no longer covers it once a delay is known).
             w = np.zeros(self.N)
             w[self.pre] = gain
             self.W[0] = np.fft.rfft(w)
+            self._pretrain()
         else:
             self._candidate = d  # confirm a changed delay once more before switching
+
+    def _pretrain(self) -> None:
+        """Train the new filter on the mic and reference already heard, so it cancels the echo
+        from its first block instead of learning on live audio (which let the start of a turn
+        through). Ends at the next block to process, so its history stays contiguous."""
+        if self._in_start is None:
+            return
+        stop = self._in_start
+        n = int(self.params["train_s"] * self.rate) // self.B * self.B
+        # blocks the mic really heard (no stream holes: zeros there would teach the filter that
+        # the loudspeaker makes no echo)
+        starts = [b0 for b0 in range(stop - n, stop, self.B)
+                  if self.mic.complete(b0, b0 + self.B)]
+        if not starts:
+            return
+        passes = int(self.params["train_passes"])
+        pd = pe = 0.0
+        trained = self._trained
+        for k in range(passes):
+            prev = None
+            for b0 in starts:
+                if b0 - self.B != prev:  # a new run of blocks: its own reference history
+                    self._xprev = self.ref.read(b0 - self.B - self.delay + self.pre, self.B)
+                prev = b0
+                d = self.mic.read(b0, self.B)
+                e, _, active, double_talk = self._filter_block(d, b0)
+                if k == passes - 1 and active and not double_talk:
+                    pd += float(np.dot(d, d))
+                    pe += float(np.dot(e, e))
+                    trained += self.B
+        self._trained = trained  # each block once, however many passes
+        if pd > 0.0:
+            self._pd, self._pe = pd, pe
+            self._check_converged()
+        log.info("echo filter trained on %.2f s: %.1f dB of echo removed", len(starts) * self.B
+                 / self.rate, self.erle_lin_db)
 
     def _block(self, d: np.ndarray, b0: int) -> np.ndarray:
         """One block of B mic samples starting at absolute index b0 -> B output samples."""
         self.stats["blocks"] += 1
-        if self.delay is None:
+        end = b0 + self.B
+        if self.delay is None or not self._covered(end):
+            # no echo path yet, or its reference has not arrived: the gate
             self._xprev[:] = 0.0
-            out = self._gate(d, b0, b0 + self.B)
+            if self.delay is not None:
+                self.stats["no_reference"] += 1
+            out = self._gate(d, b0, end)
             return self._synthesize_passthrough(out)
+        e, y, ref_active, double_talk = self._filter_block(d, b0)
+        out = self._suppress(e, y, ref_active, double_talk)
+        if ref_active and not self.converged and not self._gate_open(d, b0, end):
+            # the filter is still learning: what it lets through is echo, not the user
+            self.stats["unconverged"] += 1
+            out = out * np.float32(self.atten)
+        return out
+
+    def _covered(self, end: int) -> bool:
+        """Has the reference that can echo into the mic before sample `end` arrived?"""
+        if not self._gating(end):
+            return True
+        need = end - self.delay + self.pre if self.delay is not None else end
+        if self._stopped_at is not None:
+            need = min(need, self._stopped_at)
+        return self.ref.hi is not None and self.ref.hi >= need - 1
+
+    def _filter_block(self, d: np.ndarray, b0: int
+                      ) -> tuple[np.ndarray, np.ndarray, bool, bool]:
+        """Predict and subtract the echo in one block, adapting the filter unless the user
+        talks; returns (error, echo estimate, reference active, double talk)."""
         B, N = self.B, self.N
         xnew = self.ref.read(b0 - self.delay + self.pre, B)  # aligned reference, `pre` early
         xfull = np.concatenate([self._xprev, xnew])
@@ -356,7 +507,22 @@ class EchoGuard:
             w[:, B:] = 0.0  # gradient constraint: linear, not circular, convolution
             self.W = np.fft.rfft(w, N, axis=1)
             self.stats["adapted"] += 1
-        return self._suppress(e, y, ref_active, double_talk)
+            self._trained += B
+            self._pd = 0.98 * self._pd + 0.02 * float(np.dot(d, d))
+            self._pe = 0.98 * self._pe + 0.02 * float(np.dot(e, e))
+            self._check_converged()
+        return e, y, ref_active, double_talk
+
+    def _check_converged(self) -> None:
+        """Latch convergence once the filter has learned from converge_s of echo and removes
+        converged_db of it (a filter trained on a fraction of a second of speech cancels the
+        sounds it has heard and lets new ones through). It is not revoked on a low reading (the
+        user talking over the robot reads the same as a filter that stopped working); a changed
+        echo path resets the filter and with it the latch."""
+        if not self._converged and self._trained >= self.params["converge_s"] * self.rate \
+                and self.erle_lin_db >= self.converged_db:
+            self._converged = True
+            log.info("echo filter converged: %.1f dB of echo removed", self.erle_lin_db)
 
     def _stft_pair(self, e: np.ndarray, y: np.ndarray):
         fe = np.concatenate([self._eprev, e]) * self._win

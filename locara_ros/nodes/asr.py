@@ -218,10 +218,14 @@ class AsrNode(Node):
         param("input_sample_rate", 16000, "S16LE mono rate assumed until audio/mic/info arrives")
         param("audio_data_topic", "audio/mic/raw", "topic for unstamped AudioData")
         param("queue_size", 500, "audio chunks buffered between callbacks and the VAD thread")
-        param("echo_mode", "off", "off, half_duplex or reference (see locara_ros.core.echo)")
+        param("echo_mode", "off", "off or reference: cancel the robot's own voice using audio/tts "
+                                  "(see locara_ros.core.echo)")
         param("frame_id", "", "frame_id for transcripts when the audio carries none")
-        if d["echo_mode"] not in ("off", "half_duplex", "reference"):
-            raise ValueError(f"echo_mode '{d['echo_mode']}' is not off, half_duplex or reference")
+        if d["echo_mode"] == "half_duplex":
+            raise ValueError("echo_mode 'half_duplex' was removed: use 'reference' (it gates the "
+                             "mic the same way until it has learned the echo path)")
+        if d["echo_mode"] not in ("off", "reference"):
+            raise ValueError(f"echo_mode '{d['echo_mode']}' is not off or reference")
         if d["chunk_overlap"] < 0 or d["chunk_overlap"] >= d["chunk_seconds"] / 2:
             raise ValueError("chunk_overlap must be >= 0 and less than half of chunk_seconds")
         lang = str(d["language"]).strip().lower()
@@ -378,10 +382,14 @@ class AsrNode(Node):
     def _vad_loop(self) -> None:
         last_audio = time.monotonic()
         while not self._closing.is_set():
+            # mic audio held for its echo reference is released within ref_wait_ms
+            holding = self.echo is not None and self.echo.holding
             try:
-                item = self._audio_q.get(timeout=0.1)
+                item = self._audio_q.get(timeout=0.01 if holding else 0.1)
             except queue.Empty:
-                if (self.segmenter.speaking
+                if holding:
+                    self._feed_vad(None, 0)
+                elif (self.segmenter.speaking
                         and time.monotonic() - last_audio > self.stream_timeout):
                     self._handle(self.segmenter.flush("audio stopped"))
                 continue
@@ -392,14 +400,25 @@ class AsrNode(Node):
                     continue
                 samples, stamp_ns, frame_id = item
                 last_audio = time.monotonic()
-                if self.echo is not None:
-                    with self._echo_lock:
-                        samples = self.echo.process(samples, stamp_ns)
                 self._frame_id = frame_id
-                self._handle(self.segmenter.feed(samples, stamp_ns))
+                self._feed_vad(samples, stamp_ns)
             except Exception as e:  # noqa: BLE001 - the VAD thread must survive anything
                 self.get_logger().error(f"VAD failed on a chunk: {type(e).__name__}: {e}",
                                         throttle_duration_sec=5.0)
+
+    def _feed_vad(self, samples: np.ndarray | None, stamp_ns: int) -> None:
+        """Mic audio -> [echo guard] -> VAD. With echo cancelling, a chunk goes on once the
+        robot's reference for it has arrived (EchoGuard.feed), so it may come out later."""
+        if self.echo is None:
+            if samples is not None:
+                self._handle(self.segmenter.feed(samples, stamp_ns))
+            return
+        now = self.get_clock().now().nanoseconds
+        with self._echo_lock:
+            ready = (self.echo.feed(samples, stamp_ns, now) if samples is not None
+                     else self.echo.poll(now))
+        for cleaned, t_ns in ready:
+            self._handle(self.segmenter.feed(cleaned, t_ns))
 
     def _handle(self, events: list[object]) -> None:
         for ev in events:

@@ -53,6 +53,7 @@ from locara_ros.nodes.common import (
     stamp_to_ns,
 )
 from locara_ros.testing.processes import NodeProcess, ros_args
+from locara_ros.testing.room import impulse_response
 
 RATE = MIC_FORMAT.sample_rate
 NS = 1_000_000_000
@@ -110,17 +111,13 @@ class Room(Node):
         self.latency_ns = int(p("mic_latency_ms", 30.0, "a chunk is published this long after "
                                                          "its last sample [ms]") * 1e6)
         self.delay = int(p("echo_delay_ms", 80.0, "loudspeaker -> mic delay [ms]") * RATE / 1000)
-        gain = 10 ** (p("echo_gain_db", -9.0, "echo level relative to audio/tts [dB]") / 20)
-        tail = int(p("reverb_ms", 40.0, "reverberation tail length [ms]; 0 = none") * RATE / 1000)
+        gain_db = p("echo_gain_db", -9.0, "echo level relative to audio/tts [dB]")
+        gain = 10 ** (gain_db / 20)
+        reverb_ms = p("reverb_ms", 40.0, "reverberation tail length [ms]; 0 = none")
         reverb_db = p("reverb_db", -10.0, "energy of the reverb tail relative to the direct "
                                           "sound [dB]")
-        rng = np.random.default_rng(7)
-        self.h = np.zeros(tail + 1, np.float32)  # room impulse response after the delay
-        self.h[0] = gain
-        if tail:
-            t = rng.standard_normal(tail) * np.exp(-np.arange(tail) / (tail / 4))
-            t *= gain * 10 ** (reverb_db / 20) / np.sqrt(np.sum(t * t))
-            self.h[1:] = t.astype(np.float32)
+        # the room impulse response after the delay (the same room as the offline tests')
+        self.h = impulse_response(0.0, gain_db, reverb_ms, reverb_db, RATE)
         self.noise_amp = 10 ** (p("noise_dbfs", -60.0, "background noise RMS [dBFS]") / 20)
         self.user_offset = p("user_offset", 2.0, "user speech starts this long after the robot "
                                                  "starts a turn [s]")
