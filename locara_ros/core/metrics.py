@@ -9,6 +9,8 @@ the ROS time stamp of the message that shows it happened, stamped by the node wh
   first_reply_token first ReplyChunk with text, header stamp
   command           RobotCommand header stamp
   first_audio       VoiceEvent SPEAKING_STARTED header stamp (first synthesized audio out)
+  command_ready     VoiceEvent COMMAND_READY header stamp (a partial already gave the command;
+                    may come before speech_end, so its latency can be negative; NaN if none)
 
 Latencies are reported relative to speech_end, in milliseconds, -1 when the stage did not happen.
 On one machine all stamps come from one clock. Across machines (off-board) every stamp comes from
@@ -21,7 +23,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-STAGES = ("vad_end", "transcript", "first_reply_token", "command", "first_audio")
+STAGES = ("vad_end", "transcript", "first_reply_token", "command", "first_audio",
+          "command_ready")
 
 
 @dataclass
@@ -35,10 +38,10 @@ class Turn:
     speaking_done: bool = False
     created: float = field(default_factory=time.monotonic)
 
-    def latency_ms(self, stage: str) -> float:
+    def latency_ms(self, stage: str, missing: float = -1.0) -> float:
         t = self.stages.get(stage)
         if t is None or not self.speech_end_ns:
-            return -1.0
+            return missing
         return (t - self.speech_end_ns) / 1e6
 
     @property

@@ -1,28 +1,42 @@
 """The command parser: text in, at most one schema-valid command and a spoken reply out.
 
-No ROS here. :class:`CommandParser` owns the conversation history, the rule-based stop fast path,
-the confirmation policy and the prompt; it drives a :class:`~locara_ros.core.backends.chat.
-CommandModel` and reads its JSON output incrementally (:class:`StreamingJsonReader`), so that the
-command is known (and can be published) as soon as ``action`` and ``arguments`` are complete, and
-the ``reply`` string streams to the caller character by character while the model writes it.
+No ROS here. A request is decided by the first of these that applies (design.md 6.1):
 
-Nothing the model writes becomes a command before :class:`~locara_ros.core.command_schema.
-CommandSchema` has validated it; garbage (invalid JSON, wrong types, out-of-range values, unknown
-actions, empty output, timeouts) is logged and answered with a spoken apology.
+1. **stop**: the schema's stop phrases, rule-based (:meth:`CommandParser.fast_path`, also
+   used on partial transcripts by the node);
+2. **confirmation**: a yes/no answer to a pending "Should I ...?";
+3. **rules** (:meth:`CommandParser.decide`, about a millisecond, no model): a request that tries
+   to instruct the parser is refused; one with two commands in it gets "one at a time"; the
+   schema's sentence templates (locara_ros.core.intents) give the command, or say why it can't
+   be done ("I don't know a place called the attic", "I can turn at most 360 degrees"); a
+   follow-up that only changes the previous command ("again", "and now the kitchen") reuses it;
+4. **model** (only for what no rule decided): a :class:`~locara_ros.core.backends.chat.
+   CommandModel` proposes one action of those the request can mean (a robot action only when one
+   of its words was said) under the schema's grammar; the proposal becomes a command only when
+   it is grounded in the words (locara_ros.core.grounding), else the robot asks back. The prompt
+   is static (system prompt + the schema's examples), so a local model evaluates only the
+   request's own tokens.
+
+Replies: robot actions say their schema reply ("Going to the kitchen."); questions get the
+schema's known answers or the clock, vision questions go to vision/ask, anything else "Sorry, I
+don't know" unless ``answer_source`` is "model" (for a model good enough to answer freely).
+
+Confidence: 1.0 for the rule paths; on the model path the probability of the chosen action among
+the candidate actions (two-stage decoding), or 0 when the backend cannot tell. Below
+``min_action_prob`` the robot asks back, as it does for anything ungrounded.
 """
 from __future__ import annotations
 
-import json
 import logging
-import re
 import threading
 import time
-from collections import OrderedDict, deque
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from locara_ros.core.backends.chat import CommandModel
+from locara_ros.core.answers import REPLY_NO_ANSWER, clock_answer
+from locara_ros.core.backends.chat import CommandModel, action_alternatives
+from locara_ros.core.backends.failover import FailedOver
 from locara_ros.core.backends.openai_http import BackendError, Cancelled
 from locara_ros.core.command_schema import (
     CLARIFY,
@@ -30,9 +44,24 @@ from locara_ros.core.command_schema import (
     Command,
     CommandError,
     CommandSchema,
-    Example,
+    SentenceGroup,
     normalize_words,
 )
+from locara_ros.core.conversation import (
+    INTERRUPTED_NOTE,
+    Conversation,
+    Turn,
+    follow_up,
+    refers_back,
+)
+from locara_ros.core.grounding import Grounding, clauses, injection
+from locara_ros.core.intents import TemplateMatcher
+from locara_ros.core.json_stream import StreamingJsonReader
+from locara_ros.core.numbers import normalize_numbers
+from locara_ros.core.prompts import few_shot_messages, system_prompt
+
+__all__ = ["CommandParser", "Decision", "ParseOutcome", "ParserConfig", "INTERRUPTED_NOTE",
+           "match_phrases", "REPLY_NO_ANSWER"]
 
 log = logging.getLogger(__name__)
 
@@ -41,28 +70,34 @@ REPLY_NOT_UNDERSTOOD = "Sorry, I didn't understand that. Could you say it again?
 REPLY_BACKEND_FAILED = "Sorry, I can't think right now. Please try again."
 REPLY_CLARIFY = "Sorry, I'm not sure what you want me to do. Could you say it differently?"
 REPLY_CANT_SEE = "I can't see right now."
-REPLY_NO_ANSWER = "Sorry, I don't know."
 REPLY_TOO_LONG = "Sorry, that was too long for me. Please say it in fewer words."
-INTERRUPTED_NOTE = " [the user interrupted me here]"
+REPLY_REFUSED = "Sorry, I only take commands, not instructions like that."
+REPLY_ONE_AT_A_TIME = "One thing at a time, please. What should I do first?"
 
 # A vision callable: (question, timeout_s) -> (ok, answer, reason). The node implements it with an
 # asynchronous vision/ask call; None means there is no vision.
 VisionFn = Callable[[str, float], "tuple[bool, str, str]"]
 
+PATHS = ("stop", "confirmation", "rules", "template", "follow_up", "model")
+
 
 @dataclass
 class ParserConfig:
     history_turns: int = 4  # user/assistant pairs kept for context
-    # "follow_up": the history goes into the prompt only for requests that refer back ("and now
-    # the bathroom", "put it down", "turn left again"); "always": for every request. Small models
-    # copy the last turn: with "always", SmolLM2-135M answered ten different requests after
-    # "pick up the cup" with pick_up(cup) (bench/e2e.py); the history is recorded either way.
+    # "follow_up": the history goes into the model's prompt only for requests that refer back
+    # ("and now the bathroom", "put it down", "turn left again"); "always": for every request.
     history_mode: str = "follow_up"
     few_shot: int = -1  # example pairs in the prompt: -1 all from the schema, 0 none
-    few_shot_select: str = "all+similar"  # all | similar | all+similar (few_shot_messages)
-    few_shot_similar: int = 3  # examples repeated before the request with "all+similar"
+    # "all": the same examples for every request (the model's prompt cache holds them);
+    # "similar"/"all+similar": examples chosen per request (a longer prompt to evaluate)
+    few_shot_select: str = "all"
+    few_shot_similar: int = 3
     normalize_numbers: bool = True  # "two meters" -> "2 meters" before the model sees it
-    reply_source: str = "model"  # "model": stream the model's reply; "template": the schema's
+    reply_source: str = "template"  # "template": the schema's reply; "model": the model's
+    answer_source: str = "known"  # "known": schema answers + clock; "model": free answers
+    templates: bool = True  # decide by the schema's sentence templates first
+    model_fallback: bool = True  # ask the model what no rule decided (else: ask back)
+    min_action_prob: float = 0.0  # model path: a less likely action asks back instead
     reply_max_chars: int = 160
     max_tokens: int = 160
     temperature: float = 0.0
@@ -71,19 +106,6 @@ class ParserConfig:
     confirmation_timeout_s: float = 20.0
     max_text_chars: int = 400
     fast_path: bool = True
-
-
-# Words by which a request leans on what was said before: "and now the bathroom", "put it down",
-# "turn left again", "no, the other one", "do that too".
-_REFERS_BACK = re.compile(
-    r"^\s*(and|also|then|now|but|no|not|instead|again|same|more|another)\b"
-    r"|\b(it|its|that|there|them|this one|that one|again|too|instead|as well|the same|"
-    r"the other|more|further|back)\b", re.IGNORECASE)
-
-
-def refers_back(text: str) -> bool:
-    """True when a request seems to need the conversation to be understood."""
-    return bool(_REFERS_BACK.search(text))
 
 
 @dataclass
@@ -102,6 +124,8 @@ class ParseOutcome:
     cancelled: bool = False
     error: str = ""  # reason for voice/events ERROR (backend failure, garbage)
     handler: str = ""
+    path: str = ""  # which of PATHS decided it
+    reason: str = ""  # why the robot asks back (for logs): ungrounded, out of range, ...
     first_reply_s: float | None = None  # seconds from start to the first reply text
     command_s: float | None = None  # seconds from start to the decided command
     raw_output: str = ""
@@ -111,86 +135,26 @@ class ParseOutcome:
         return self.command.action if self.command is not None else ""
 
 
-# ====================================================================== text helpers
-_UNITS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-          "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
-          "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18,
-          "nineteen": 19}
-_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70,
-         "eighty": 80, "ninety": 90}
+@dataclass(frozen=True)
+class Decision:
+    """What the rules decided, without a model: a command, or a clarification (command None)."""
 
+    path: str  # "stop", "rules", "template", "follow_up"
+    command: Command | None
+    reply: str = ""
+    reason: str = ""
+    group: SentenceGroup | None = None
+    text: str = field(default="", compare=False)
 
-def _fmt(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else f"{v:g}"
-
-
-def normalize_numbers(text: str) -> str:
-    """Spoken numbers to digits, as a recognizer would not always do: "two meters" -> "2 meters",
-    "one and a half" -> "1.5", "half a meter" -> "0.5 meter", "a hundred and eighty" -> "180"."""
-    words = text.split()
-    out: list[str] = []
-    i = 0
-    while i < len(words):
-        value, used = _read_number(words, i)
-        if used:
-            trail = re.sub(r"^[A-Za-z-]+", "", words[i + used - 1])
-            out.append(_fmt(value) + trail)
-            i += used
-            continue
-        out.append(words[i])
-        i += 1
-    return " ".join(out)
-
-
-def _word(w: str) -> str:
-    return re.sub(r"[^a-z-]", "", w.lower())
-
-
-def _read_number(words: list[str], i: int) -> tuple[float, int]:
-    """(value, words used) for a spoken number starting at words[i]; (0, 0) when none."""
-    w = _word(words[i])
-    nxt = _word(words[i + 1]) if i + 1 < len(words) else ""
-    if w == "half" and nxt in ("a", "an"):  # "half a meter"
-        return 0.5, 2
-    if w in ("a", "an") and nxt == "half":  # "a half meter"
-        return 0.5, 2
-    total, current, used, seen = 0, 0, 0, False
-    j = i
-    while j < len(words):
-        t = _word(words[j])
-        parts = t.split("-") if "-" in t else [t]
-        if all(p in _UNITS or p in _TENS for p in parts) and t:
-            for p in parts:
-                current += _UNITS.get(p, 0) + _TENS.get(p, 0)
-            seen, used = True, j - i + 1
-        elif t == "hundred" and (seen or (j > i and _word(words[j - 1]) in ("a", "an"))):
-            current = (current or 1) * 100
-            seen, used = True, j - i + 1
-        elif t in ("a", "an") and j + 1 < len(words) and _word(words[j + 1]) == "hundred" \
-                and not seen:
-            pass
-        elif t == "and" and seen and j + 1 < len(words):
-            # "one and a half", "a hundred and eighty"
-            rest = [_word(x) for x in words[j + 1:j + 3]]
-            if rest[:2] == ["a", "half"]:
-                return total + current + 0.5, j - i + 3
-            if rest and (rest[0] in _UNITS or rest[0] in _TENS):
-                pass
-            else:
-                break
-        else:
-            break
-        j += 1
-    if not seen:
-        return 0, 0
-    if used and _word(words[i]) in ("a", "an") and used == 1:
-        return 0, 0
-    return float(total + current), used
+    @property
+    def origin(self) -> str:
+        return "fast_path" if self.path == "stop" else self.path
 
 
 def match_phrases(text: str, phrases: Iterable[str], filler: Iterable[str] = ()) -> bool:
     """True when the text, without filler words, is made only of the given phrases."""
-    words = [w for w in normalize_words(text).split() if w not in set(filler)]
+    fill = set(filler)
+    words = [w for w in normalize_words(text).split() if w not in fill]
     if not words:
         return False
     options = [p.split() for p in phrases if p]
@@ -205,293 +169,6 @@ def match_phrases(text: str, phrases: Iterable[str], filler: Iterable[str] = ())
     return reachable[len(words)]
 
 
-# ====================================================================== streaming JSON reader
-_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
-            "t": "\t"}
-
-
-class StreamingJsonReader:
-    """Reads one top-level JSON object as it is generated.
-
-    Records the raw text of each completed top-level value (so a caller can act as soon as some
-    keys are complete) and decodes the string value of `stream_key` incrementally, JSON escapes
-    included, returning the decoded characters from :meth:`feed` as they arrive.
-    """
-
-    def __init__(self, stream_key: str = "reply") -> None:
-        self.stream_key = stream_key
-        self.raw: list[str] = []
-        self.values: dict[str, str] = {}  # key -> raw JSON text of the completed value
-        self.done = False
-        self.error = ""
-        self._depth = 0
-        self._in_string = False
-        self._escape: str | None = None  # escape sequence so far, after the backslash
-        self._high_surrogate = ""
-        self._state = "start"  # start | key | colon | value | after
-        self._key: list[str] = []
-        self._current_key = ""
-        self._value_start = -1
-        self._value_kind = ""  # string | nested | scalar
-        self._streaming = False
-
-    @property
-    def text(self) -> str:
-        return "".join(self.raw)
-
-    def has(self, *keys: str) -> bool:
-        return all(k in self.values for k in keys)
-
-    def value(self, key: str) -> Any:
-        return json.loads(self.values[key])
-
-    def feed(self, delta: str) -> str:
-        out: list[str] = []
-        for ch in delta:
-            self._char(ch, out)
-        return "".join(out)
-
-    def _end_value(self, end: int) -> None:
-        self.values[self._current_key] = "".join(self.raw[self._value_start:end])
-        self._value_start, self._value_kind, self._streaming = -1, "", False
-        self._state = "after"
-
-    def _char(self, ch: str, out: list[str]) -> None:
-        self.raw.append(ch)
-        pos = len(self.raw) - 1
-        if self.done or self.error:
-            return
-        if self._in_string:
-            self._string_char(ch, pos, out)
-            return
-        top = self._depth == 1
-        if ch == '"':
-            self._in_string = True
-            if top and self._state in ("start", "key"):
-                self._state, self._key = "key", []
-            elif top and self._state == "value":
-                self._value_start, self._value_kind = pos, "string"
-                self._streaming = self._current_key == self.stream_key
-            return
-        if ch in "{[":
-            self._depth += 1
-            if self._depth == 1:
-                if ch != "{":
-                    self.error = "output is not a JSON object"
-                self._state = "start"
-            elif self._depth == 2 and self._state == "value":
-                self._value_start, self._value_kind = pos, "nested"
-            return
-        if ch in "}]":
-            if top and self._value_kind == "scalar":
-                self._end_value(pos)
-            self._depth -= 1
-            if self._depth == 1 and self._value_kind == "nested":
-                self._end_value(pos + 1)
-            elif self._depth == 0:
-                self.done = True
-            elif self._depth < 0:
-                self.error = "unbalanced brackets"
-            return
-        if not top:
-            return
-        if ch == ":" and self._state == "colon":
-            self._state = "value"
-        elif ch == ",":
-            if self._value_kind == "scalar":
-                self._end_value(pos)
-            self._state = "key"
-        elif ch.isspace():
-            if self._value_kind == "scalar":
-                self._end_value(pos)
-        elif self._state == "value" and self._value_start < 0:
-            self._value_start, self._value_kind = pos, "scalar"
-
-    def _string_char(self, ch: str, pos: int, out: list[str]) -> None:
-        top_key = self._depth == 1 and self._state == "key"
-        if self._escape is not None:  # inside an escape sequence (after the backslash)
-            seq = self._escape + ch
-            if seq[0] == "u" and len(seq) < 5:
-                self._escape = seq
-                return
-            self._escape = None
-            if seq[0] == "u":
-                try:
-                    decoded = chr(int(seq[1:], 16))
-                except ValueError:
-                    decoded = ""
-            else:
-                decoded = _ESCAPES.get(seq, "")
-            if decoded and 0xD800 <= ord(decoded) <= 0xDBFF:
-                self._high_surrogate = decoded
-                return
-            if self._high_surrogate:
-                pair = self._high_surrogate + decoded
-                self._high_surrogate = ""
-                decoded = pair.encode("utf-16-le", "surrogatepass").decode("utf-16-le",
-                                                                           "replace")
-            self._emit(decoded, top_key, out)
-            return
-        if ch == "\\":
-            self._escape = ""
-            return
-        if ch == '"':
-            self._in_string = False
-            if top_key:
-                self._current_key = "".join(self._key)
-                self._state = "colon"
-            elif self._depth == 1 and self._value_kind == "string":
-                self._end_value(pos + 1)
-            return
-        self._emit(ch, top_key, out)
-
-    def _emit(self, text: str, top_key: bool, out: list[str]) -> None:
-        if top_key:
-            self._key.append(text)
-        elif self._streaming:
-            out.append(text)
-
-
-# ====================================================================== conversation
-@dataclass
-class Turn:
-    utterance_id: str
-    user: str
-    action: str  # schema action or CLARIFY; "" for a turn that produced nothing
-    arguments: dict[str, Any] = field(default_factory=dict)
-    reply: str = ""
-    interrupted: bool = False
-
-    def assistant_json(self) -> str:
-        return _output_json(self.action or CLARIFY, self.arguments, self.reply)
-
-
-class Conversation:
-    """Bounded history of turns, safe to use from the worker and from callbacks.
-
-    A barge-in (:meth:`interrupt`) rewrites the assistant turn of that utterance to what was
-    actually spoken plus a note that the user interrupted; when it arrives before the turn is
-    recorded (generation still running), it is applied when the turn is added.
-    """
-
-    def __init__(self, max_turns: int = 4) -> None:
-        self.max_turns = max(0, int(max_turns))
-        self._turns: deque[Turn] = deque(maxlen=self.max_turns or 1)
-        self._interruptions: OrderedDict[str, str] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def add(self, turn: Turn) -> None:
-        if self.max_turns == 0:
-            return
-        with self._lock:
-            spoken = self._interruptions.pop(turn.utterance_id, None) \
-                if turn.utterance_id else None
-            if spoken is not None:
-                _mark_interrupted(turn, spoken)
-            self._turns.append(turn)
-
-    def interrupt(self, utterance_id: str, spoken: str) -> bool:
-        """Apply a barge-in; returns True when a recorded turn was rewritten."""
-        if not utterance_id:
-            return False
-        with self._lock:
-            for turn in reversed(self._turns):
-                if turn.utterance_id == utterance_id:
-                    _mark_interrupted(turn, spoken)
-                    return True
-            self._interruptions[utterance_id] = spoken
-            while len(self._interruptions) > 16:
-                self._interruptions.popitem(last=False)
-            return False
-
-    def turns(self) -> list[Turn]:
-        with self._lock:
-            return list(self._turns) if self.max_turns else []
-
-    def clear(self) -> None:
-        with self._lock:
-            self._turns.clear()
-            self._interruptions.clear()
-
-    def messages(self) -> list[dict[str, str]]:
-        out: list[dict[str, str]] = []
-        for turn in self.turns():
-            out.append({"role": "user", "content": turn.user})
-            out.append({"role": "assistant", "content": turn.assistant_json()})
-        return out
-
-
-def _mark_interrupted(turn: Turn, spoken: str) -> None:
-    turn.reply = spoken.strip() + INTERRUPTED_NOTE
-    turn.interrupted = True
-
-
-def _output_json(action: str, arguments: dict[str, Any], reply: str) -> str:
-    return json.dumps({"action": action, "arguments": arguments, "reply": reply},
-                      ensure_ascii=False)
-
-
-# ====================================================================== prompt
-def system_prompt(schema: CommandSchema) -> str:
-    lines = [f"You are the command parser of {schema.robot}. For each user request, answer with "
-             "exactly one JSON object: "
-             '{"action": ..., "arguments": {...}, "reply": "..."}. '
-             "Use only these actions:"]
-    for spec in schema.actions.values():
-        args = ", ".join(a.prompt_text() for a in spec.arguments) or "none"
-        lines.append(f"- {spec.name}: {spec.description} Arguments: {args}.")
-    lines.append(f"- {CLARIFY}: the request is unclear, impossible or not covered above. "
-                 "Arguments: none. The reply asks a short question.")
-    lines.append("The reply is one short spoken sentence. Earlier turns give context: "
-                 '"again" or "and now ..." refer to the previous command.')
-    return "\n".join(lines)
-
-
-def example_reply(spec: ActionSpec, ex: Example) -> str:
-    if ex.reply:
-        return ex.reply
-    if spec.handler == "say":
-        return str(ex.arguments.get("text", ""))
-    if spec.handler == "vision":
-        return "Let me look."
-    return spec.render_reply(ex.arguments) or "Okay."
-
-
-def _overlap(a: str, b: str) -> float:
-    wa, wb = set(normalize_words(a).split()), set(normalize_words(b).split())
-    if not wa or not wb:
-        return 0.0
-    return len(wa & wb) / len(wa | wb)
-
-
-def few_shot_messages(schema: CommandSchema, text: str, count: int = -1,
-                      select: str = "all", similar: int = 3) -> list[dict[str, str]]:
-    """Example turns for the prompt, built from the schema's example utterances.
-
-    select: "all" - the first `count` examples (-1: all) in schema order (a fixed prefix, so the
-    model's prompt cache makes it cheap); "similar" - the `count` examples sharing the most words
-    with the request, most similar last (small models copy what they saw last; the prefix changes
-    every request); "all+similar" - the fixed prefix, then the `similar` most similar examples
-    repeated just before the request (cache-friendly and nearly as sharp).
-    """
-    pairs = [(spec, ex) for spec in schema.actions.values() for ex in spec.examples]
-    ranked = sorted(pairs, key=lambda p: _overlap(p[1].text, text))
-    if select == "similar":
-        chosen = ranked[len(ranked) - count:] if count > 0 else (ranked if count < 0 else [])
-    else:
-        chosen = pairs if count < 0 else pairs[:count]
-        if select == "all+similar" and similar > 0:
-            chosen = chosen + [p for p in ranked[-similar:] if _overlap(p[1].text, text) > 0]
-    out: list[dict[str, str]] = []
-    for spec, ex in chosen:
-        out.append({"role": "user", "content": ex.text})
-        out.append({"role": "assistant",
-                    "content": _output_json(spec.name, dict(ex.arguments),
-                                            example_reply(spec, ex))})
-    return out
-
-
-# ====================================================================== the parser
 @dataclass
 class _Pending:
     command: Command
@@ -502,21 +179,26 @@ class _Pending:
 
 class CommandParser:
     """Turns text into at most one validated command plus a reply. Call :meth:`parse` from one
-    worker thread at a time; :meth:`fast_path`, :meth:`interrupt` are safe from any thread."""
+    worker thread at a time; :meth:`fast_path`, :meth:`decide` and :meth:`interrupt` are safe
+    from any thread. `model` may be None: then only the rules decide."""
 
-    def __init__(self, schema: CommandSchema, model: CommandModel,
+    def __init__(self, schema: CommandSchema, model: CommandModel | None,
                  config: ParserConfig | None = None) -> None:
         self.schema = schema
         self.model = model
         self.config = config or ParserConfig()
         self.conversation = Conversation(self.config.history_turns)
         self.json_schema = schema.json_schema(self.config.reply_max_chars)
+        self.matcher = TemplateMatcher(schema)
+        self.grounding = Grounding(schema)
         self._system = system_prompt(schema)
         self._pending: _Pending | None = None
         self._lock = threading.Lock()
 
     @property
     def origin(self) -> str:
+        if self.model is None:
+            return "rules"
         # Behind a Failover, the backend that is actually answering this request.
         served_by = getattr(self.model, "served_by", None)
         return f"llm:{served_by() if callable(served_by) else self.model.name}"
@@ -544,6 +226,9 @@ class CommandParser:
         """The stop fast path (no model): an outcome for stop phrases, else None."""
         if not self.is_stop(text):
             return None
+        return self._stop_outcome(text, utterance_id, use_history)
+
+    def _stop_outcome(self, text: str, utterance_id: str, use_history: bool) -> ParseOutcome:
         stop = self.schema.stop
         assert stop is not None
         with self._lock:
@@ -551,12 +236,57 @@ class CommandParser:
         if use_history:
             self.conversation.add(Turn(utterance_id, text, stop.action, {}, stop.reply))
         return ParseOutcome(success=True, command=Command(stop.action, {}), reply=stop.reply,
-                            origin="fast_path", confidence=1.0, handler="robot",
+                            origin="fast_path", confidence=1.0, handler="robot", path="stop",
                             first_reply_s=0.0, command_s=0.0)
 
     def interrupt(self, utterance_id: str, spoken: str) -> None:
         """A barge-in on the reply to `utterance_id`: record what was actually spoken."""
         self.conversation.interrupt(utterance_id, spoken)
+
+    def decide(self, text: str, use_history: bool = True) -> Decision | None:
+        """What the rules make of `text` (no model, no side effects), or None for the model.
+
+        Used for final transcripts and, by the node, for partial ones (speculation)."""
+        text = " ".join((text or "").split())
+        if not text:
+            return None
+        stop = self.schema.stop
+        if self.is_stop(text):
+            assert stop is not None
+            return Decision("stop", Command(stop.action, {}), stop.reply, text=text)
+        if injection(text):
+            return Decision("rules", None, REPLY_REFUSED, "refused: the request tries to instruct "
+                            "the parser", text=text)
+        templates = self.config.templates and self.matcher.enabled
+        m = self.matcher.match(text) if templates else None
+        if m is not None and m.ok:
+            return Decision("template", Command(m.action, m.arguments), "", group=m.group,
+                            text=text)
+        parts = clauses(text)
+        if len(parts) > 1:
+            if stop is not None and any(self.is_stop(p) for p in parts):
+                return Decision("stop", Command(stop.action, {}), stop.reply, text=text)
+            requests = [p for p in parts if (self.matcher.match(p) is not None if templates
+                                             else self.grounding.candidates(p))]
+            if len(requests) > 1:
+                return Decision("rules", None, REPLY_ONE_AT_A_TIME,
+                                f"two requests in one sentence: {' | '.join(requests)}", text=text)
+        if not templates:
+            return None
+        if m is not None:
+            return Decision("template", None, m.problem, m.detail, m.group, text=text)
+        if use_history:
+            last = self.conversation.last_action()
+            args = follow_up(text, last, self.schema)
+            if last is not None and args is not None:
+                spec = self.schema.action(last.action)
+                try:
+                    checked = spec.check_arguments(args)
+                except CommandError as e:
+                    return Decision("follow_up", None, self.matcher.explain(spec, args), str(e),
+                                    text=text)
+                return Decision("follow_up", Command(spec.name, checked), text=text)
+        return None
 
     def _confirmation(self, text: str, utterance_id: str, use_history: bool
                       ) -> ParseOutcome | None:
@@ -576,11 +306,11 @@ class CommandParser:
             return ParseOutcome(success=True, command=pending.command,
                                 reply=policy.confirmed_reply, origin="confirmation",
                                 confirmed=True, confidence=1.0, handler=pending.spec.handler,
-                                first_reply_s=0.0, command_s=0.0)
+                                path="confirmation", first_reply_s=0.0, command_s=0.0)
         if match_phrases(text, policy.no, ("please", "robot", "thanks")):
             self.conversation.add(Turn(utterance_id, text, "", {}, policy.declined_reply))
             return ParseOutcome(success=True, reply=policy.declined_reply, origin="confirmation",
-                                confidence=1.0, first_reply_s=0.0)
+                                confidence=1.0, path="confirmation", first_reply_s=0.0)
         log.info("no yes/no answer; dropping the pending '%s'", pending.command.action)
         return None
 
@@ -589,10 +319,12 @@ class CommandParser:
               cancel: threading.Event | None = None,
               on_command: Callable[[ParseOutcome], None] | None = None,
               on_reply: Callable[[str], None] | None = None,
-              vision: VisionFn | None = None) -> ParseOutcome:
+              vision: VisionFn | None = None,
+              decision: Decision | None = None) -> ParseOutcome:
         """Parse one request. `on_command(outcome)` is called once, as soon as a command that
         should be executed is decided (before the reply is complete); `on_reply(text)` receives
-        the spoken reply piece by piece. Both run on the calling thread."""
+        the spoken reply piece by piece. Both run on the calling thread. `decision`: what
+        :meth:`decide` already made of this very text (speculation on a partial transcript)."""
         started = time.monotonic()
         text = " ".join((text or "").split())
         reply_parts: list[str] = []
@@ -628,20 +360,156 @@ class CommandParser:
                 on_command(rule)
             return finish(rule)
 
-        outcome = ParseOutcome(success=True, origin=self.origin)
+        if decision is None or decision.text != text:
+            decision = self.decide(text, use_history)
+        if decision is not None:
+            outcome = ParseOutcome(success=True, origin=decision.origin, path=decision.path,
+                                   confidence=1.0)
+            if decision.command is None:
+                outcome.needs_clarification, outcome.handler = True, CLARIFY
+                outcome.reason = decision.reason
+                log.info("asking back on %r: %s", text, decision.reason)
+                say(decision.reply, outcome)
+            else:
+                self._accept(decision.command, outcome, text, started, on_command, use_history)
+                self._reply_for(outcome, reply_parts, vision, say, decision.group, text,
+                                cancel)
+            self._remember(utterance_id, text, outcome, reply_parts, use_history)
+            return finish(outcome)
+
+        if self.model is None or not self.config.model_fallback:
+            outcome = ParseOutcome(success=True, needs_clarification=True, handler=CLARIFY,
+                                   origin="rules", path="rules",
+                                   reason="no sentence template matched")
+            say(REPLY_CLARIFY, outcome)
+            return finish(outcome)
+        return finish(self._model_path(text, utterance_id, use_history, cancel, on_command,
+                                       vision, started, reply_parts, say))
+
+    # ------------------------------------------------------------------ the model path
+    def _model_path(self, text: str, utterance_id: str, use_history: bool,
+                    cancel: threading.Event | None,
+                    on_command: Callable[[ParseOutcome], None] | None,
+                    vision: VisionFn | None, started: float, reply_parts: list[str],
+                    say: Callable[[str, ParseOutcome], None],
+                    only: list[str] | None = None) -> ParseOutcome:
+        candidates = only or self.grounding.candidates(text)
+        if not candidates:
+            # no word of any action: nothing for a model to choose from
+            outcome = ParseOutcome(success=True, needs_clarification=True, handler=CLARIFY,
+                                   origin="rules", path="rules",
+                                   reason="no word of any action was said")
+            say(REPLY_CLARIFY, outcome)
+            return outcome
+        json_schema = _restrict(self.json_schema, candidates + [CLARIFY])
         messages = self.messages(text, use_history)
+        quick = self._choose_and_extract(messages, candidates, text, cancel, on_command,
+                                         use_history, started, say)
+        if quick is not None:
+            if quick.command is not None:
+                self._reply_for(quick, reply_parts, vision, say, None, text, cancel)
+            self._remember(utterance_id, text, quick, reply_parts, use_history)
+            return quick
+        for attempt in (1, 2):
+            outcome = ParseOutcome(success=True, origin=self.origin, path="model")
+            try:
+                stop_generation, raw = self._generate(messages, json_schema, text, cancel,
+                                                      on_command, use_history, outcome,
+                                                      started, reply_parts, say)
+            except FailedOver as e:
+                if attempt == 1 and outcome.command is None and not reply_parts:
+                    log.warning("retrying %r on the fallback: %s", text, e)
+                    continue
+                outcome.error = f"backend failed: {e}"
+                raw = ""
+            break
+        outcome.raw_output = raw
+
+        if outcome.cancelled:
+            self._remember(utterance_id, text, outcome, reply_parts, use_history)
+            outcome.reply = "".join(reply_parts)
+            return outcome
+        if outcome.error:
+            backend = outcome.error.startswith("backend failed")
+            log.error("%s (raw output: %r)", outcome.error, raw[:300])
+            return ParseOutcome(
+                success=False, message=outcome.error, error=outcome.error,
+                reply=REPLY_BACKEND_FAILED if backend else REPLY_NOT_UNDERSTOOD,
+                origin=self.origin, path="model", raw_output=raw,
+                first_reply_s=outcome.first_reply_s, command_s=None)
+        if outcome.command is None:  # ask back: the model's question, or ours
+            if not reply_parts:
+                say(REPLY_CLARIFY, outcome)
+        else:
+            self._reply_for(outcome, reply_parts, vision, say, None, text, cancel)
+        self._remember(utterance_id, text, outcome, reply_parts, use_history)
+        return outcome
+
+    def _choose_and_extract(self, messages: list[dict[str, str]], candidates: list[str],
+                            text: str, cancel: threading.Event | None,
+                            on_command: Callable[[ParseOutcome], None] | None,
+                            use_history: bool, started: float,
+                            say: Callable[[str, ParseOutcome], None]) -> ParseOutcome | None:
+        """A local model that can score actions picks the action (one evaluation); when the
+        words determine its arguments (Grounding.extract), that is the command, with no
+        generation at all. None: the model has to write the arguments."""
+        choose = getattr(self.model, "choose_action", None)
+        if not callable(choose) or getattr(self.model, "decode", "") != "two_stage" or \
+                getattr(self.model, "_formatter", None) is None:
+            return None
+        outcome = ParseOutcome(success=True, origin=self.origin, path="model")
+        deadline = time.monotonic() + self.config.generation_timeout_s
+        try:
+            action, confidence = choose(messages, candidates + [CLARIFY], cancel, deadline,
+                                        self.config.generation_timeout_s)
+        except Cancelled:
+            outcome.cancelled, outcome.success, outcome.message = True, False, "cancelled"
+            return outcome
+        except BackendError as e:
+            log.warning("action scoring failed (%s): generating instead", e)
+            return None
+        if action == CLARIFY:
+            outcome.needs_clarification, outcome.handler = True, CLARIFY
+            outcome.reason, outcome.confidence = "the model asked back", confidence
+            outcome.command_s = time.monotonic() - started
+            say(REPLY_CLARIFY, outcome)
+            return outcome
+        spec = self.schema.action(action)
+        args = self.grounding.extract(spec, text)
+        if args is None:
+            return None
+        try:
+            command = Command(action, spec.check_arguments(args))
+        except CommandError as e:
+            outcome.needs_clarification, outcome.handler = True, CLARIFY
+            outcome.reason = f"{action}: {e}"
+            say(self.matcher.explain(spec, args), outcome)
+            return outcome
+        self._proposal(command, outcome, text, started, on_command, use_history, confidence)
+        if outcome.needs_clarification and outcome.reply:
+            say(outcome.reply, outcome)
+            outcome.reply = ""
+        return outcome
+
+    def _generate(self, messages: list[dict[str, str]], json_schema: dict[str, Any], text: str,
+                  cancel: threading.Event | None,
+                  on_command: Callable[[ParseOutcome], None] | None, use_history: bool,
+                  outcome: ParseOutcome, started: float, reply_parts: list[str],
+                  say: Callable[[str, ParseOutcome], None]) -> tuple[bool, str]:
+        """Stream one model answer; returns (generation stopped early, raw text)."""
+        assert self.model is not None
+        cfg = self.config
         reader = StreamingJsonReader("reply")
         held: list[str] = []  # reply text that arrived before the command was validated
-        stream_reply = False  # the model's reply is what we say
-        stop_generation = False
-        cfg = self.config
+        stream_reply = stop_generation = False
         try:
             with closing(self.model.stream(
-                    messages, self.json_schema, cancel=cancel, max_tokens=cfg.max_tokens,
+                    messages, json_schema, cancel=cancel, max_tokens=cfg.max_tokens,
                     temperature=cfg.temperature, timeout_s=cfg.generation_timeout_s)) as deltas:
                 for delta in deltas:
                     piece = reader.feed(delta)
-                    if outcome.command is None and not outcome.error:
+                    if outcome.command is None and not outcome.error and \
+                            not outcome.needs_clarification:
                         if piece:
                             held.append(piece)
                         if reader.has("action", "arguments"):
@@ -655,7 +523,7 @@ class CommandParser:
                                 outcome.error = f"unusable model output: not valid JSON ({e})"
                                 break
                             outcome.origin = self.origin  # known once tokens flow
-                            stream_reply, stop_generation = self._decide(
+                            stream_reply, stop_generation = self._proposal(
                                 command, outcome, text, started, on_command, use_history)
                             if stream_reply:
                                 for p in held:
@@ -668,66 +536,69 @@ class CommandParser:
                         break
         except Cancelled:
             outcome.cancelled, outcome.success, outcome.message = True, False, "cancelled"
-            log.info("generation for %r cancelled", utterance_id or text[:40])
+            log.info("generation for %r cancelled", text[:40])
+            return stop_generation, reader.text
+        except FailedOver:
+            raise
         except BackendError as e:
             outcome.error = f"backend failed: {e}"
-        outcome.raw_output = reader.text
-
-        if outcome.cancelled:
-            self._remember(utterance_id, text, outcome, reply_parts, use_history)
-            outcome.reply = "".join(reply_parts)
-            return outcome
-        if outcome.command is None and not outcome.error and reader.error:
-            outcome.error = f"unusable model output: {reader.error}"
-        if outcome.command is None and not outcome.error:
-            # The head was never complete while streaming (other key order, missing arguments
-            # of an argument-less action, truncated output): validate the whole text.
-            try:
-                command, model_reply = self.schema.validate_text(reader.text)
-            except CommandError as e:
-                outcome.error = f"unusable model output: {e}"
+            return stop_generation, reader.text
+        if outcome.command is None and not outcome.needs_clarification and not outcome.error:
+            if reader.error:
+                outcome.error = f"unusable model output: {reader.error}"
             else:
-                stream_reply, stop_generation = self._decide(
-                    command, outcome, text, started, on_command, use_history)
-                if stream_reply:
-                    say(model_reply, outcome)
-        elif outcome.command is not None and not stop_generation and reader.done:
-            try:
-                self.schema.validate_text(reader.text)
-            except CommandError as e:  # the command was valid; only the reply part is broken
-                log.warning("model output after the command is malformed: %s", e)
+                # The head was never complete while streaming (other key order, missing
+                # arguments of an argument-less action, truncated output): the whole text.
+                try:
+                    command, model_reply = self.schema.validate_text(reader.text)
+                except CommandError as e:
+                    outcome.error = f"unusable model output: {e}"
+                else:
+                    stream_reply, stop_generation = self._proposal(
+                        command, outcome, text, started, on_command, use_history)
+                    if stream_reply:
+                        say(model_reply, outcome)
+        return stop_generation, reader.text
 
-        if outcome.error:
-            backend = outcome.error.startswith("backend failed")
-            log.error("%s (raw output: %r)", outcome.error, reader.text[:300])
-            return finish(ParseOutcome(
-                success=False, message=outcome.error, error=outcome.error,
-                reply=REPLY_BACKEND_FAILED if backend else REPLY_NOT_UNDERSTOOD,
-                origin=self.origin, raw_output=reader.text, first_reply_s=outcome.first_reply_s,
-                command_s=None))
+    def _proposal(self, command: Command, outcome: ParseOutcome, text: str, started: float,
+                  on_command: Callable[[ParseOutcome], None] | None,
+                  use_history: bool, confidence: float | None = None) -> tuple[bool, bool]:
+        """A validated model proposal: ground it, then accept it. Returns (stream the model's
+        reply, stop generating)."""
+        outcome.command_s = time.monotonic() - started
+        if confidence is None:
+            confidence = getattr(self.model, "last_confidence", None)
+        outcome.confidence = confidence if isinstance(confidence, float) else 0.0
+        if command.action == CLARIFY:
+            outcome.needs_clarification, outcome.handler = True, CLARIFY
+            outcome.reason = "the model asked back"
+            return True, False
+        spec = self.schema.action(command.action)
+        if spec.handler == "vision" and spec.argument("question") is not None:
+            command = Command(command.action, {**command.arguments,
+                                               "question": text.strip().rstrip("?.!")})
+        reason = self.grounding.check(command, text)
+        if not reason and isinstance(confidence, float) and \
+                confidence < self.config.min_action_prob:
+            reason = (f"'{command.action}' has p={confidence:.2f} < min_action_prob "
+                      f"{self.config.min_action_prob:.2f}")
+        if reason:
+            log.info("not grounded: %s %s <- %r: %s", command.action,
+                     command.arguments_json, text, reason)
+            outcome.needs_clarification, outcome.handler = True, CLARIFY
+            outcome.reason = f"model proposed {command.action} {command.arguments_json}: {reason}"
+            outcome.reply = REPLY_CLARIFY
+            return False, True
+        return self._accept(command, outcome, text, started, on_command, use_history)
 
-        if outcome.command is None:  # clarify: the model's question, or ours
-            if not reply_parts:
-                say(REPLY_CLARIFY, outcome)
-        else:
-            self._reply_for(outcome, reply_parts, vision, say)
-        self._remember(utterance_id, text, outcome, reply_parts, use_history)
-        return finish(outcome)
-
-    def _decide(self, command: Command, outcome: ParseOutcome, text: str, started: float,
+    # ------------------------------------------------------------------ accepting a command
+    def _accept(self, command: Command, outcome: ParseOutcome, text: str, started: float,
                 on_command: Callable[[ParseOutcome], None] | None,
                 use_history: bool) -> tuple[bool, bool]:
-        """Record a validated command; returns (stream the model's reply, stop generating)."""
+        """Record a command; returns (stream the model's reply, stop generating)."""
         outcome.command = command
-        outcome.command_s = time.monotonic() - started
-        confidence = getattr(self.model, "last_confidence", None)
-        if isinstance(confidence, float):  # two-stage decoding: P(action) among the actions
-            outcome.confidence = confidence
-        if command.action == CLARIFY:
-            outcome.command = None
-            outcome.needs_clarification = True
-            outcome.handler = CLARIFY
-            return True, False
+        if outcome.command_s is None:
+            outcome.command_s = time.monotonic() - started
         spec = self.schema.action(command.action)
         outcome.handler = spec.handler
         if spec.handler == "robot":
@@ -750,16 +621,17 @@ class CommandParser:
                 return False, True
             return True, False
         if spec.handler == "answer":
-            return True, False
+            return self.config.answer_source == "model", self.config.answer_source != "model"
         return False, True  # vision and say: the reply does not come from the model
 
     def _reply_for(self, outcome: ParseOutcome, reply_parts: list[str],
-                   vision: VisionFn | None, say: Callable[[str, ParseOutcome], None]) -> None:
+                   vision: VisionFn | None, say: Callable[[str, ParseOutcome], None],
+                   group: SentenceGroup | None, text: str,
+                   cancel: threading.Event | None) -> None:
         command = outcome.command
-        assert command is not None
-        spec = self.schema.action(command.action)
-        if reply_parts or outcome.reply:
+        if command is None or reply_parts or outcome.reply:
             return
+        spec = self.schema.action(command.action)
         if spec.handler == "vision":
             question = str(command.arguments.get("question") or spec.vision_question)
             if vision is None:
@@ -776,7 +648,19 @@ class CommandParser:
         elif spec.handler == "say":
             say(str(command.arguments.get("text", "")), outcome)
         elif spec.handler == "answer":
-            say(REPLY_NO_ANSWER, outcome)
+            if group is not None and group.answer:
+                say(clock_answer(group.answer), outcome)
+            elif group is not None and group.reply:
+                say(group.reply, outcome)
+            elif self.config.answer_source == "model" and self.model is not None and \
+                    group is not None:
+                # a known question without a known answer: the configured model answers
+                free = self._model_path(text, "", False, cancel, None, None, time.monotonic(),
+                                        reply_parts, say, only=[spec.name])
+                if not reply_parts:
+                    say(free.reply or REPLY_NO_ANSWER, outcome)
+            else:
+                say(REPLY_NO_ANSWER, outcome)
         else:
             say(spec.render_reply(command.arguments) or "Okay.", outcome)
 
@@ -788,3 +672,12 @@ class CommandParser:
         args = dict(outcome.command.arguments) if outcome.command is not None else {}
         self.conversation.add(Turn(utterance_id, text, action, args,
                                    "".join(reply_parts) or outcome.reply))
+
+
+def _restrict(json_schema: dict[str, Any], actions: list[str]) -> dict[str, Any]:
+    """The output schema with only these actions (the model cannot propose the others)."""
+    alternatives = action_alternatives(json_schema)
+    if not alternatives:
+        return json_schema
+    keep = [alt for name, alt in alternatives.items() if name in actions]
+    return {**json_schema, "anyOf": keep}

@@ -405,10 +405,24 @@ class Speaker:
         with self._cond:
             return self._drop(utterance_id, reason)
 
-    def stop(self, reason: str = "stop") -> Optional[StopReport]:
-        """Stop now and flush everything queued. Returns what was being spoken, if anything."""
+    def stop(self, reason: str = "stop", keep: str = "") -> Optional[StopReport]:
+        """Stop now and flush everything queued (except utterance `keep`, e.g. the reply that
+        confirms a stop). Returns what was being spoken, if anything."""
         with self._cond:
+            if keep and (keep in self._streams or self._playing_utt == keep or any(
+                    s.utterance_id == keep for s in self._segments)):
+                report = None
+                for utt in [u for u in self._queued_utterances() if u != keep]:
+                    report = self._drop(utt, reason) or report
+                return report
             return self._drop(None, reason)
+
+    def _queued_utterances(self) -> List[str]:
+        utts = list(self._streams) + [s.utterance_id for s in self._segments]
+        for utt in (self._playing_utt, self._synthesizing):
+            if utt:
+                utts.append(utt)
+        return list(dict.fromkeys(utts))
 
     @property
     def speaking(self) -> bool:

@@ -1,13 +1,23 @@
-"""command_parser node: final transcripts -> schema-valid robot commands and a streamed reply.
+"""command_parser node: transcripts -> schema-valid robot commands and a spoken reply.
 
-Subscribes voice/transcript and voice/events (barge-in); publishes voice/command, voice/reply
-(token by token) and voice/events (CANCELLED, ERROR); serves voice/parse; calls vision/ask for
-questions about what the robot sees. Model inference runs on one worker thread fed by a bounded
-queue; callbacks only enqueue, except the stop fast path, which is rule-based and published from
-the callback at once. See the README (command_parser).
+Subscribes voice/transcript, voice/transcript/partial and voice/events (barge-in); publishes
+voice/command, voice/reply and voice/events (STOP, COMMAND_READY, CANCELLED, ERROR); serves
+voice/parse; calls vision/ask for questions about what the robot sees.
+
+Lanes (design.md 6.1, 6.3):
+* the stop lane: transcripts and partials are read in a callback group of their own; a stop
+  phrase (also in a partial) publishes `stop` at once and cancels everything else. Rules
+  (sentence templates, follow-ups, refusals) decide in about a millisecond right there; a
+  partial that is already a complete command is prepared (COMMAND_READY) and published the
+  moment the final agrees;
+* the model lane: what no rule decides goes to one worker thread through a bounded queue; a newer
+  spoken request supersedes (cancels) older ones still waiting or generating;
+* voice/parse: rules answer at once; at most `parse_concurrency` calls wait for the model, more
+  are answered "busy" at once, and every call is answered within service_timeout_s.
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import os
@@ -21,17 +31,16 @@ from typing import Any
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 
-from locara_ros.core.backends.failover import Failover
 from locara_ros.core.backends.chat import (
     RESPONSE_FORMATS,
     CommandModel,
     LlamaCppCommandModel,
     OpenAICommandModel,
 )
+from locara_ros.core.backends.failover import Failover
 from locara_ros.core.command_schema import load_schema
-from locara_ros.core.parser import CommandParser, ParseOutcome, ParserConfig
+from locara_ros.core.parser import CommandParser, Decision, ParseOutcome, ParserConfig
 from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, VoiceEvent
-from locara_ros.nodes.failover import with_failover
 from locara_ros.nodes.common import (
     EVENTS_QOS,
     RELIABLE_QOS,
@@ -41,9 +50,11 @@ from locara_ros.nodes.common import (
     run_node,
     voice_event,
 )
+from locara_ros.nodes.failover import with_failover
 from locara_ros.srv import AskVision, ParseCommand
 
 _STOP = object()  # worker shutdown sentinel
+BACKENDS = ("llama_cpp", "openai", "none")
 
 
 def default_schema_path() -> str:
@@ -59,6 +70,8 @@ class _Job:
     command_utterance_id: str
     use_history: bool = True
     publish: bool = True
+    spoken: bool = False  # from a transcript (a newer one supersedes it)
+    decision: Decision | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     outcome: ParseOutcome | None = None
@@ -89,8 +102,9 @@ class CommandParserNode(Node):
         p = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
         schema_path = p("schema_path", "", "Command schema YAML; empty = the installed "
                         "share/locara_ros/config/commands.yaml")
-        backend = p("backend", "llama_cpp", "Model backend: llama_cpp (local GGUF) or openai "
-                    "(OpenAI-compatible chat server)")
+        backend = p("backend", "llama_cpp", "Model for what no sentence template decides: "
+                    "llama_cpp (local GGUF), openai (OpenAI-compatible chat server) or none "
+                    "(templates only: anything else is asked back)")
         model_path = p("model_path", "", "GGUF file for llama_cpp; empty = packaged "
                        "SmolLM2-135M-Instruct")
         n_ctx = p("n_ctx", 2048, "llama_cpp context length in tokens")
@@ -98,20 +112,22 @@ class CommandParserNode(Node):
         chat_format = p("chat_format", "", "llama_cpp chat format; empty = the GGUF's template")
         constrained = p("constrained", True, "llama_cpp: grammar-constrained decoding derived "
                         "from the schema")
-        decode = p("decode", "two_stage", "llama_cpp: two_stage (score every action name, then "
-                   "generate the chosen action's arguments) or grammar (one constrained pass)")
-        action_score = p("action_score", "mean", "llama_cpp two_stage: rank actions by the mean "
-                         "(per token) or sum of their log-likelihood")
+        decode = p("decode", "two_stage", "llama_cpp: two_stage (score the candidate action "
+                   "names, then generate the chosen action's arguments) or grammar (one "
+                   "constrained pass)")
+        action_score = p("action_score", "first", "llama_cpp two_stage: rank candidate actions "
+                         "by the log-likelihood of the name's first token (one evaluation for "
+                         "all when first tokens differ), or its mean or sum over the name")
         copy_free_text = p("copy_free_text", True, "llama_cpp: free-text arguments (no enum) "
                            "must be a span of the request's words")
-        min_action_prob = p("min_action_prob", 0.0, "llama_cpp two_stage: an action less likely "
-                            "than this (among the actions) becomes clarify; 0 = off")
         server_url = p("server_url", "", "openai: base URL, e.g. http://gpu:8080/v1")
         api_key = p("api_key", "", "openai: API key (empty = none)")
         server_model = p("server_model", "", "openai: model name to request")
         response_format = p("response_format", "auto", "openai: json_schema, json_object, none "
-                            "or auto (json_schema, falling back on refusal)")
-        request_timeout = p("request_timeout_s", 30.0, "openai: connect/read timeout in seconds")
+                            "or auto (json_schema, falling back on refusal; the accepted format "
+                            "is remembered)")
+        request_timeout = p("request_timeout_s", 30.0, "openai: connect/read timeout in seconds "
+                            "(a server silent this long is taken as down)")
         fallback = p("fallback", "", "openai: local backend used while the server is "
                      "unreachable ('llama_cpp' with model_path; empty = none)")
         retry_interval = p("retry_interval", 5.0, "seconds between probes of an unreachable "
@@ -122,14 +138,23 @@ class CommandParserNode(Node):
                            "only for requests that refer back ('and now...', 'put it down', "
                            "'again'); always: for every request"),
             few_shot=p("few_shot", -1, "Schema examples in the prompt: -1 all, 0 none, n first"),
-            few_shot_select=p("few_shot_select", "all+similar", "Example choice: all, similar "
-                              "or all+similar"),
+            few_shot_select=p("few_shot_select", "all", "Example choice: all (the same for every "
+                              "request: the prompt cache holds them), similar or all+similar"),
             few_shot_similar=p("few_shot_similar", 3, "Most similar examples repeated before "
                                "the request (all+similar)"),
             normalize_numbers=p("normalize_numbers", True, "Rewrite spoken numbers as digits "
                                 "before the model sees the text"),
-            reply_source=p("reply_source", "model", "model: stream the model's reply; template: "
-                           "say the schema's reply template"),
+            reply_source=p("reply_source", "template", "template: robot actions say the "
+                           "schema's reply; model: the model's reply"),
+            answer_source=p("answer_source", "known", "known: answers come from the schema and "
+                            "the clock, anything else is 'I don't know'; model: the model answers "
+                            "freely (only with a model good enough, e.g. a bigger GGUF or a "
+                            "server)"),
+            templates=p("templates", True, "Decide by the schema's sentence templates first"),
+            model_fallback=p("model_fallback", True, "Ask the model what no template decides "
+                             "(false: ask the user back)"),
+            min_action_prob=p("min_action_prob", 0.0, "Model path: an action less likely than "
+                              "this (among the candidates) is asked back; 0 = off"),
             reply_max_chars=p("reply_max_chars", 160, "Maximum reply length in characters"),
             max_tokens=p("max_tokens", 160, "Maximum generated tokens per request"),
             temperature=p("temperature", 0.0, "Sampling temperature (0 = greedy)"),
@@ -140,24 +165,30 @@ class CommandParserNode(Node):
                                      "expires after this many seconds"),
             max_text_chars=p("max_text_chars", 400, "Longer requests are refused"),
             fast_path=p("stop_fast_path", True, "Recognise the schema's stop phrases without "
-                        "the model"),
+                        "the model, in final and partial transcripts"),
         )
-        self.queue_size = max(1, int(p("queue_size", 4, "Pending requests; the oldest "
-                                       "transcript is dropped when full")))
+        self.queue_size = max(1, int(p("queue_size", 4, "Requests waiting for the model; the "
+                                       "oldest transcript is dropped when full")))
         self.service_timeout = float(p("service_timeout_s", 60.0, "voice/parse answers "
                                        "success=false after this many seconds"))
+        self.parse_concurrency = max(1, int(p("parse_concurrency", 2, "voice/parse calls that "
+                                              "may wait for the model at once; more are "
+                                              "answered busy")))
+        self.speculate = bool(p("speculate", True, "Prepare the command from partial "
+                                "transcripts (COMMAND_READY); the final that agrees publishes it "
+                                "with no further work"))
         self.vision_enabled = bool(p("vision_enabled", True, "Call vision/ask for vision "
                                      "actions; false = always 'I can't see right now'"))
         warmup = bool(p("warmup", True, "Run one generation at start-up to fill the prompt "
                         "cache"))
-        if cfg.few_shot_select not in ("all", "similar", "all+similar"):
-            raise ValueError(f"few_shot_select must be all, similar or all+similar, got "
-                             f"'{cfg.few_shot_select}'")
-        if cfg.history_mode not in ("follow_up", "always"):
-            raise ValueError(f"history_mode must be follow_up or always, got "
-                             f"'{cfg.history_mode}'")
-        if cfg.reply_source not in ("model", "template"):
-            raise ValueError(f"reply_source must be model or template, got '{cfg.reply_source}'")
+        for name, value, allowed in (
+                ("backend", backend, BACKENDS),
+                ("few_shot_select", cfg.few_shot_select, ("all", "similar", "all+similar")),
+                ("history_mode", cfg.history_mode, ("follow_up", "always")),
+                ("reply_source", cfg.reply_source, ("model", "template")),
+                ("answer_source", cfg.answer_source, ("known", "model"))):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")
 
         started = time.monotonic()
         path = schema_path or default_schema_path()
@@ -168,9 +199,8 @@ class CommandParserNode(Node):
         kw = dict(model_path=model_path, n_ctx=n_ctx, n_threads=n_threads,
                   chat_format=chat_format, constrained=constrained, decode=decode,
                   action_score=action_score, copy_free_text=copy_free_text,
-                  min_action_prob=min_action_prob, server_url=server_url,
-                  api_key=api_key, server_model=server_model, response_format=response_format,
-                  request_timeout=request_timeout)
+                  server_url=server_url, api_key=api_key, server_model=server_model,
+                  response_format=response_format, request_timeout=request_timeout)
         self.model = self._make_model(backend, **kw)
         if backend == "openai" and fallback:
             if fallback != "llama_cpp":
@@ -180,19 +210,22 @@ class CommandParserNode(Node):
                                        probe=self.model.client.health,
                                        retry_interval=float(retry_interval))
         self.parser = CommandParser(self.schema, self.model, cfg)
-        if warmup and (backend == "llama_cpp" or fallback):
+        if warmup and self.model is not None and (backend == "llama_cpp" or fallback):
             local = self.model.fallback if isinstance(self.model, Failover) else self.model
-            CommandParser(self.schema, local, cfg).parse("hello", use_history=False)
+            CommandParser(self.schema, local, cfg).parse("hello there friend",
+                                                         use_history=False)
         load_seconds = time.monotonic() - started
 
-        # Transcripts and events only enqueue / set flags; they never wait on the model.
-        self._input_group = MutuallyExclusiveCallbackGroup()
+        # The stop lane: transcripts, partials and barge-in events, never behind the model.
+        self._fast_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
         self._vision_group = ReentrantCallbackGroup()
         self.create_subscription(Transcript, "voice/transcript", self._on_transcript,
-                                 RELIABLE_QOS, callback_group=self._input_group)
+                                 RELIABLE_QOS, callback_group=self._fast_group)
+        self.create_subscription(Transcript, "voice/transcript/partial", self._on_partial,
+                                 RELIABLE_QOS, callback_group=self._fast_group)
         self.create_subscription(VoiceEvent, "voice/events", self._on_event, EVENTS_QOS,
-                                 callback_group=self._input_group)
+                                 callback_group=self._fast_group)
         self.create_service(ParseCommand, "voice/parse", self._on_parse,
                             callback_group=self._service_group)
         self.vision_client = self.create_client(AskVision, "vision/ask",
@@ -201,16 +234,24 @@ class CommandParserNode(Node):
         self._jobs: queue.Queue[Any] = queue.Queue(maxsize=self.queue_size)
         self._current: _Job | None = None
         self._current_lock = threading.Lock()
+        self._model_calls = threading.BoundedSemaphore(self.parse_concurrency)
         self._ids = itertools.count(1)
+        # utterance -> what its latest partial decided; utterances already stopped by a partial
+        self._speculation: collections.OrderedDict[str, Decision] = collections.OrderedDict()
+        self._stopped: collections.deque[str] = collections.deque(maxlen=32)
         self._worker = threading.Thread(target=self._work, name="command_parser_worker")
         self._worker.start()
+        templates = sum(len(g.sentences) for s in self.schema.actions.values()
+                        for g in s.sentences)
         self.get_logger().info(
-            f"schema {path}: {len(self.schema.actions)} actions; backend {self.model.name}; "
-            f"few-shot {cfg.few_shot_select}")
+            f"schema {path}: {len(self.schema.actions)} actions, {templates} sentence "
+            f"templates; model {self.model.name if self.model is not None else 'none'}")
         announce_ready(self, "command_parser", load_seconds)
 
     # ------------------------------------------------------------------ set-up
-    def _make_model(self, backend: str, **kw: Any) -> CommandModel:
+    def _make_model(self, backend: str, **kw: Any) -> CommandModel | None:
+        if backend == "none":
+            return None
         if backend == "llama_cpp":
             return LlamaCppCommandModel(kw["model_path"], n_ctx=int(kw["n_ctx"]),
                                         n_threads=int(kw["n_threads"]),
@@ -218,40 +259,61 @@ class CommandParserNode(Node):
                                         constrained=bool(kw["constrained"]),
                                         decode=kw["decode"],
                                         action_score=kw["action_score"],
-                                        copy_free_text=bool(kw["copy_free_text"]),
-                                        min_action_prob=float(kw["min_action_prob"]))
-        if backend == "openai":
-            if not kw["server_url"]:
-                raise ValueError("backend 'openai' needs the server_url parameter")
-            if kw["response_format"] not in RESPONSE_FORMATS:
-                raise ValueError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}")
-            return OpenAICommandModel(kw["server_url"], api_key=kw["api_key"],
-                                      model=kw["server_model"],
-                                      timeout_s=float(kw["request_timeout"]),
-                                      response_format=kw["response_format"])
-        raise ValueError(f"backend must be llama_cpp or openai, got '{backend}'")
+                                        copy_free_text=bool(kw["copy_free_text"]))
+        if not kw["server_url"]:
+            raise ValueError("backend 'openai' needs the server_url parameter")
+        if kw["response_format"] not in RESPONSE_FORMATS:
+            raise ValueError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}")
+        return OpenAICommandModel(kw["server_url"], api_key=kw["api_key"],
+                                  model=kw["server_model"],
+                                  timeout_s=float(kw["request_timeout"]),
+                                  response_format=kw["response_format"])
 
-    # ------------------------------------------------------------------ callbacks
+    # ------------------------------------------------------------------ the stop lane
+    def _on_partial(self, msg: Transcript) -> None:
+        text = " ".join(msg.text.split())
+        uid = msg.utterance_id
+        if not text or not uid:
+            return
+        if self.parser.is_stop(text):
+            if uid not in self._stopped:
+                self._stopped.append(uid)
+                self._stop(text, uid, uid, use_history=True, publish=True, partial=True)
+            return
+        if not self.speculate:
+            return
+        decision = self.parser.decide(text)
+        if decision is None or decision.command is None:
+            self._speculation.pop(uid, None)
+            return
+        previous = self._speculation.get(uid)
+        self._speculation[uid] = decision
+        while len(self._speculation) > 16:
+            self._speculation.popitem(last=False)
+        if previous is None or previous.command != decision.command:
+            self.events_pub.publish(voice_event(
+                self, VoiceEvent.COMMAND_READY, utterance_id=uid, text=decision.command.action,
+                detail=decision.command.arguments_json))
+
     def _on_transcript(self, msg: Transcript) -> None:
         text = " ".join(msg.text.split())
+        uid = msg.utterance_id or f"transcript-{next(self._ids)}"
+        speculated = self._speculation.pop(uid, None)
         if not msg.is_final or not text:
             return
-        uid = msg.utterance_id or f"transcript-{next(self._ids)}"
-        if self._fast_stop(text, uid, uid, use_history=True, publish=True) is not None:
+        if uid in self._stopped and self.parser.is_stop(text):
+            return  # its partial already stopped the robot
+        if self._stop(text, uid, uid, use_history=True, publish=True) is not None:
             return
-        job = _Job(text=text, utterance_id=uid, command_utterance_id=uid)
-        while True:
-            try:
-                self._jobs.put_nowait(job)
-                return
-            except queue.Full:
-                try:
-                    dropped = self._jobs.get_nowait()
-                except queue.Empty:
-                    continue
-                if isinstance(dropped, _Job):
-                    self.get_logger().warning(f"queue full: dropping '{dropped.text[:40]}'")
-                    self._finish_dropped(dropped, "dropped: the parser is busy")
+        self._supersede(f"superseded by {uid}")
+        decision = speculated if speculated is not None and speculated.text == text else \
+            self.parser.decide(text)
+        job = _Job(text=text, utterance_id=uid, command_utterance_id=uid, spoken=True,
+                   decision=decision)
+        if self._cheap(decision):
+            self._finish(job, self._run(job))
+            return
+        self._enqueue(job)
 
     def _on_event(self, msg: VoiceEvent) -> None:
         if msg.source == self.get_fully_qualified_name() or msg.type != VoiceEvent.BARGE_IN:
@@ -263,6 +325,35 @@ class CommandParserNode(Node):
             self.get_logger().info(f"barge-in on {msg.utterance_id}: cancelling the reply")
             job.cancel.set()
 
+    def _stop(self, text: str, reply_id: str, command_id: str, *, use_history: bool,
+              publish: bool, partial: bool = False) -> ParseOutcome | None:
+        """The stop fast path: publish stop, tell everyone, cancel everything."""
+        outcome = self.parser.fast_path(text, utterance_id=command_id or reply_id,
+                                        use_history=use_history)
+        if outcome is None:
+            return None
+        if publish:
+            self.command_pub.publish(self._command_msg(outcome, command_id, text))
+            self.events_pub.publish(voice_event(self, VoiceEvent.STOP, utterance_id=reply_id,
+                                                text=text))
+            _ReplyStream(self, reply_id, True).send(outcome.reply, final=True)
+        self._cancel_all("stop")
+        self.get_logger().info(f"stop fast path{' (partial)' if partial else ''}: '{text}'")
+        return outcome
+
+    def _cheap(self, decision: Decision | None) -> bool:
+        """Decided by the rules and answered without waiting for anything (vision, a model)."""
+        if decision is None:
+            return False
+        if decision.command is None:
+            return True
+        spec = self.schema.action(decision.command.action)
+        return spec.handler in ("robot", "say") or (
+            spec.handler == "answer" and (self.parser.config.answer_source == "known" or
+                                          decision.group is None or
+                                          bool(decision.group.reply or decision.group.answer)))
+
+    # ------------------------------------------------------------------ voice/parse
     def _on_parse(self, request: ParseCommand.Request, response: ParseCommand.Response
                   ) -> ParseCommand.Response:
         text = " ".join(request.text.split())
@@ -270,24 +361,34 @@ class CommandParserNode(Node):
             response.success, response.message = False, "empty text"
             return response
         uid = f"parse-{os.getpid()}-{next(self._ids)}"
-        outcome = self._fast_stop(text, uid, "", use_history=request.use_history,
-                                  publish=request.publish)
+        outcome = self._stop(text, uid, "", use_history=request.use_history,
+                             publish=request.publish)
         if outcome is None:
             job = _Job(text=text, utterance_id=uid, command_utterance_id="",
-                       use_history=request.use_history, publish=request.publish)
-            try:
-                self._jobs.put_nowait(job)
-            except queue.Full:
+                       use_history=request.use_history, publish=request.publish,
+                       decision=self.parser.decide(text, request.use_history))
+            if self._cheap(job.decision):
+                outcome = self._run(job)
+            elif not self._model_calls.acquire(blocking=False):
                 response.success = False
-                response.message = f"busy: {self.queue_size} requests waiting"
+                response.message = (f"busy: {self.parse_concurrency} requests are waiting for "
+                                    "the model; try again")
                 return response
-            if not job.done.wait(self.service_timeout):
-                job.cancel.set()
-                response.success = False
-                response.message = f"timeout: no result within {self.service_timeout:g} s"
-                return response
-            outcome = job.outcome
-            assert outcome is not None
+            else:
+                try:
+                    if not self._enqueue(job, drop_oldest=False):
+                        response.success = False
+                        response.message = f"busy: {self.queue_size} requests queued"
+                        return response
+                    if not job.done.wait(self.service_timeout):
+                        job.cancel.set()
+                        response.success = False
+                        response.message = f"timeout: no result within {self.service_timeout:g} s"
+                        return response
+                finally:
+                    self._model_calls.release()
+                outcome = job.outcome
+                assert outcome is not None
         response.success, response.message = outcome.success, outcome.message
         response.reply = outcome.reply
         response.needs_clarification = outcome.needs_clarification
@@ -295,21 +396,40 @@ class CommandParserNode(Node):
             response.command = self._command_msg(outcome, "", text)
         return response
 
-    # ------------------------------------------------------------------ fast path
-    def _fast_stop(self, text: str, reply_id: str, command_id: str, *, use_history: bool,
-                   publish: bool) -> ParseOutcome | None:
-        outcome = self.parser.fast_path(text, utterance_id=command_id or reply_id,
-                                        use_history=use_history)
-        if outcome is None:
-            return None
-        if publish:
-            self.command_pub.publish(self._command_msg(outcome, command_id, text))
-            stream = _ReplyStream(self, reply_id, True)
-            stream.send(outcome.reply, final=True)
-        # Everything queued before the stop is stale, and the running generation is cancelled.
-        self._cancel_all("stop")
-        self.get_logger().info(f"stop fast path: '{text}'")
-        return outcome
+    # ------------------------------------------------------------------ the model lane
+    def _enqueue(self, job: _Job, drop_oldest: bool = True) -> bool:
+        while True:
+            try:
+                self._jobs.put_nowait(job)
+                return True
+            except queue.Full:
+                if not drop_oldest:
+                    return False
+                try:
+                    dropped = self._jobs.get_nowait()
+                except queue.Empty:
+                    continue
+                if isinstance(dropped, _Job):
+                    self.get_logger().warning(f"queue full: dropping '{dropped.text[:40]}'")
+                    self._finish_dropped(dropped, "dropped: the parser is busy")
+
+    def _supersede(self, reason: str) -> None:
+        """A new spoken request: older spoken requests still waiting or generating are stale."""
+        kept = []
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(job, _Job) and job.spoken:
+                self._finish_dropped(job, reason)
+            else:
+                kept.append(job)
+        for job in kept:
+            self._jobs.put_nowait(job)
+        with self._current_lock:
+            if self._current is not None and self._current.spoken:
+                self._current.cancel.set()
 
     def _cancel_all(self, reason: str) -> None:
         while True:
@@ -327,7 +447,10 @@ class CommandParserNode(Node):
         job.outcome = ParseOutcome(success=False, message=why, cancelled=True)
         job.done.set()
 
-    # ------------------------------------------------------------------ worker
+    def _finish(self, job: _Job, outcome: ParseOutcome) -> None:
+        job.outcome = outcome
+        job.done.set()
+
     def _work(self) -> None:
         while True:
             job = self._jobs.get()
@@ -354,12 +477,12 @@ class CommandParserNode(Node):
                 self.command_pub.publish(self._command_msg(outcome, job.command_utterance_id,
                                                            job.text))
             log.info(f"command {outcome.action} {outcome.command.arguments_json} "
-                     f"<- '{job.text}'")
+                     f"[{outcome.origin}] <- '{job.text}'")
 
         outcome = self.parser.parse(
             job.text, utterance_id=job.utterance_id, use_history=job.use_history,
             cancel=job.cancel, on_command=on_command, on_reply=stream.send,
-            vision=self._ask_vision)
+            vision=self._ask_vision, decision=job.decision)
         if outcome.cancelled:
             stream.send("", final=True, cancelled=True)
             if job.publish:
@@ -373,7 +496,8 @@ class CommandParserNode(Node):
                                                 utterance_id=job.utterance_id,
                                                 text=outcome.reply, detail=outcome.error))
         elif outcome.command is None:
-            log.info(f"no command for '{job.text}' (reply: '{outcome.reply[:60]}')")
+            log.info(f"no command for '{job.text}' [{outcome.path}: {outcome.reason}] "
+                     f"(reply: '{outcome.reply[:60]}')")
         return outcome
 
     def _ask_vision(self, question: str, timeout: float) -> tuple[bool, str, str]:
@@ -412,11 +536,14 @@ class CommandParserNode(Node):
         self._cancel_all("shutdown")
         self._jobs.put(_STOP)
         self._worker.join(timeout=10.0)
-        self.model.close()
+        if self.model is not None:
+            self.model.close()
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(CommandParserNode, args)
+    # executor threads: the stop lane, vision responses, events, and the voice/parse calls that
+    # may wait for the model (parse_concurrency, default 2) never starve each other
+    return run_node(CommandParserNode, args, num_threads=8)
 
 
 if __name__ == "__main__":

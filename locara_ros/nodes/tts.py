@@ -179,6 +179,11 @@ class TtsNode(Node):
             self.monitor.speech_started(msg.utterance_id, onset)
         elif msg.type == VoiceEvent.SPEECH_STOPPED:
             self.monitor.speech_stopped(msg.utterance_id)
+        elif msg.type == VoiceEvent.STOP:
+            # the user said stop: silence now, drop everything queued but the stop's own reply
+            report = self.speaker.stop(f"stop: {msg.text!r}", keep=msg.utterance_id)
+            if report is not None:
+                self.get_logger().info(f"stopped {report.utterance_id} for a spoken stop")
 
     def _check_barge_in(self) -> None:
         if not self.barge_in_enabled:

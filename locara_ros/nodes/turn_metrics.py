@@ -51,6 +51,8 @@ class TurnMetricsNode(Node):
             self.tracker.stage(msg.utterance_id, "vad_end", t)
         elif msg.type == VoiceEvent.SPEAKING_STARTED:
             self.tracker.stage(msg.utterance_id, "first_audio", t)
+        elif msg.type == VoiceEvent.COMMAND_READY:
+            self.tracker.stage(msg.utterance_id, "command_ready", t)
         elif msg.type in (VoiceEvent.SPEAKING_STOPPED, VoiceEvent.BARGE_IN):
             self.tracker.speaking_finished(msg.utterance_id)
 
@@ -70,6 +72,7 @@ class TurnMetricsNode(Node):
                               transcript_ms=turn.latency_ms("transcript"),
                               first_reply_token_ms=turn.latency_ms("first_reply_token"),
                               command_ms=turn.latency_ms("command"),
+                              command_ready_ms=turn.latency_ms("command_ready", float("nan")),
                               first_audio_ms=turn.latency_ms("first_audio"),
                               speech_duration=turn.speech_duration)
             out.header.stamp = self.get_clock().now().to_msg()

@@ -19,7 +19,6 @@ import copy
 import json
 import logging
 import math
-import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -40,6 +39,10 @@ log = logging.getLogger(__name__)
 
 RESPONSE_FORMATS = ("auto", "json_schema", "json_object", "none")
 DECODE_MODES = ("grammar", "two_stage")
+# two_stage: how candidate action names are ranked: "first" (the log-likelihood of the name's
+# first token, when it is unique among the candidates: one evaluation for all), "mean" (per
+# token over the whole name), "sum" (over the whole name)
+ACTION_SCORES = ("first", "mean", "sum")
 # Free-text arguments copied from the request: at most this many words are offered as spans.
 MAX_COPY_WORDS = 40
 
@@ -94,11 +97,12 @@ class LlamaCppCommandModel(CommandModel):
     def __init__(self, model_path: str = "", *, n_ctx: int = 2048, n_threads: int = 0,
                  chat_format: str = "", constrained: bool = True, seed: int = 0,
                  decode: str = "grammar", copy_free_text: bool = False,
-                 min_action_prob: float = 0.0, action_score: str = "mean") -> None:
+                 min_action_prob: float = 0.0, action_score: str = "first") -> None:
         if decode not in DECODE_MODES:
             raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got '{decode}'")
-        if action_score not in ("sum", "mean"):
-            raise ValueError(f"action_score must be sum or mean, got '{action_score}'")
+        if action_score not in ACTION_SCORES:
+            raise ValueError(f"action_score must be one of {', '.join(ACTION_SCORES)}, got "
+                             f"'{action_score}'")
         from locara_ros.core.models import resolve_llm
         path = resolve_llm(model_path)  # ModelNotFoundError names the file
         try:
@@ -167,9 +171,10 @@ class LlamaCppCommandModel(CommandModel):
                 action, self.last_confidence = self.choose_action(
                     messages, list(alternatives), cancel, deadline, timeout_s)
                 json_schema = alternatives[action]
-            if self.copy_free_text:
-                json_schema = copy_spans(json_schema, _last_user_text(messages))
-            grammar = self.grammar(json_schema, cache=not self.copy_free_text)
+            spans = copy_spans(json_schema, _last_user_text(messages)) if self.copy_free_text \
+                else json_schema
+            # cached per schema, unless it holds this request's words as spans
+            grammar = self.grammar(spans, cache=spans is json_schema or spans == json_schema)
         try:
             chunks = self.llm.create_chat_completion(
                 messages=messages, grammar=grammar, temperature=float(temperature),
@@ -208,16 +213,22 @@ class LlamaCppCommandModel(CommandModel):
         llm.n_tokens = min(cached, common - 1)  # at least one token evaluated: fresh logits
         llm.eval(base[llm.n_tokens:])
         first = self._logprobs()
+        heads = [seq[common] for seq in seqs.values()]
         scores: dict[str, float] = {}
         for action, seq in seqs.items():
             _check(cancel, deadline, timeout_s, self.name)
             rest = seq[common:]
             total = float(first[rest[0]])
+            if self.action_score == "first" and heads.count(rest[0]) == 1:
+                # the first token tells this action from every other candidate: one model
+                # evaluation scores them all (the grammar forces the rest of the name)
+                scores[action] = total
+                continue
             llm.n_tokens = common
             for prev, tok in zip(rest, rest[1:], strict=False):
                 llm.eval([prev])
                 total += float(self._logprobs()[tok])
-            scores[action] = total / len(rest) if self.action_score == "mean" else total
+            scores[action] = total if self.action_score == "sum" else total / len(rest)
         llm.n_tokens = common  # the prompt stays cached for the generation
         return scores
 
@@ -236,6 +247,7 @@ class LlamaCppCommandModel(CommandModel):
             log.info("most likely action %s has p=%.2f < %.2f: clarify", best, prob,
                      self.min_action_prob)
             best, prob = CLARIFY, math.exp(scores[CLARIFY] - top) / norm
+        self.last_confidence = prob
         return best, prob
 
     def _logprobs(self) -> np.ndarray:
@@ -293,7 +305,13 @@ class OpenAICommandModel(CommandModel):
             try:
                 for delta in self.client.chat_stream(messages, cancel=cancel, **params):
                     _check(cancel, deadline, timeout_s, self.name)
-                    started = True
+                    if not started:
+                        # the server accepts this format: remember it now (the caller often
+                        # stops reading once the command is complete)
+                        started = True
+                        if self._working_mode != mode:
+                            log.info("%s: response_format %s works", self.name, mode)
+                        self._working_mode = mode
                     yield delta
                 _check(cancel, deadline, timeout_s, self.name)
                 self._working_mode = mode
@@ -303,8 +321,8 @@ class OpenAICommandModel(CommandModel):
             except BackendError as e:
                 # A refusal of the format: 400/415/422, or (llama-cpp-python's server) a 500
                 # whose body names response_format.
-                refused = re.search(r"HTTP (400|415|422)\b", str(e)) is not None or (
-                    "HTTP 500" in str(e) and "response_format" in str(e))
+                refused = e.status in (400, 415, 422) or (
+                    e.status == 500 and "response_format" in e.body)
                 if started or not refused or i == len(modes) - 1:
                     raise
                 log.warning("%s refused response_format %s (%s); trying %s", self.name, mode,

@@ -7,8 +7,10 @@ fallback, so no request is lost, and the wrapper stays on the fallback while a b
 probes the primary every ``retry_interval`` seconds; when the probe succeeds, calls go to the
 primary again. Every switch is reported through ``on_switch(active_name, reason)``.
 
-Generator methods (token streams) fail over only if the primary fails before its first item; a
-stream that breaks half-way raises, because its items have already been consumed.
+Generator methods (token streams) fail over at once if the primary fails before its first item.
+A stream that breaks half-way (the server died mid-answer, or stopped answering) cannot be
+resumed, because its items have already been consumed: the wrapper switches to the fallback and
+raises :class:`FailedOver`, and the caller retries the whole request (it lands on the fallback).
 """
 from __future__ import annotations
 
@@ -23,6 +25,10 @@ from locara_ros.core.backends.openai_http import BackendUnavailable
 log = logging.getLogger(__name__)
 
 SwitchCallback = Callable[[str, str], None]
+
+
+class FailedOver(BackendUnavailable):
+    """The primary failed in the middle of a stream; the fallback serves from now on. Retry."""
 
 
 def _name(backend: Any) -> str:
@@ -145,7 +151,12 @@ class Failover:
                 self._switch(False, f"{_name(self.primary)} unavailable: {e}")
             else:
                 yield first
-                yield from stream
+                try:
+                    yield from stream
+                except BackendUnavailable as e:
+                    self._switch(False, f"{_name(self.primary)} failed mid-answer: {e}")
+                    raise FailedOver(f"{_name(self.primary)} failed mid-answer ({e}); "
+                                     f"{_name(self.fallback)} serves now") from e
                 return
         self._served.name = _name(self.fallback)
         yield from getattr(self.fallback, method)(*args, **kwargs)

@@ -22,11 +22,24 @@ log = logging.getLogger(__name__)
 
 
 class BackendError(RuntimeError):
-    """The backend answered with an error or garbage; retrying elsewhere will not help."""
+    """The backend answered with an error or garbage; retrying elsewhere will not help.
+
+    `status` is the HTTP status when the server answered with one, `body` the start of its
+    error body (callers decide on these, never on the message text)."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
 
 
 class BackendUnavailable(BackendError):
-    """The backend could not be reached, refused the connection, or timed out."""
+    """The backend could not be reached, refused the connection, timed out, or dropped the
+    connection in the middle of an answer."""
+
+
+class StreamTruncated(BackendUnavailable):
+    """A streamed answer ended without its end marker."""
 
 
 class Cancelled(Exception):
@@ -89,7 +102,8 @@ class OpenAIClient:
             detail = resp.read(2000).decode("utf-8", "replace")
             conn.close()
             error = BackendUnavailable if resp.status in (502, 503, 504) else BackendError
-            raise error(f"{self.url}{path}: HTTP {resp.status} {resp.reason}: {detail}")
+            raise error(f"{self.url}{path}: HTTP {resp.status} {resp.reason}: {detail}",
+                        status=resp.status, body=detail)
         return conn, resp
 
     def _read_json(self, path: str, conn: http.client.HTTPConnection,
@@ -135,6 +149,8 @@ class OpenAIClient:
         """POST with "stream": true and yield each server-sent event's JSON object.
 
         Setting `cancel` closes the connection at the next event and raises :class:`Cancelled`.
+        A stream that ends without "data: [DONE]" raises :class:`StreamTruncated` (the server
+        died or dropped the connection mid-answer), a read timeout :class:`BackendUnavailable`.
         """
         body = dict(payload, stream=True)
         conn, resp = self._open("POST", path, json.dumps(body).encode(), timeout=timeout)
@@ -147,7 +163,8 @@ class OpenAIClient:
                 except (OSError, http.client.HTTPException) as e:
                     raise BackendUnavailable(f"{self.url}{path}: stream broke: {e}") from e
                 if not line:
-                    return
+                    raise StreamTruncated(f"{self.url}{path}: the connection closed before "
+                                          "the end of the answer")
                 text = line.decode("utf-8", "replace").strip()
                 if not text or text.startswith(":") or not text.startswith("data:"):
                     continue
@@ -170,14 +187,20 @@ class OpenAIClient:
                     **params: Any) -> Iterator[str]:
         """/chat/completions with streaming; yields content deltas (may be empty strings)."""
         payload = {"model": self.config.model or "default", "messages": messages, **params}
-        for event in self.stream_json("/chat/completions", payload, cancel=cancel):
-            choices = event.get("choices") if isinstance(event, dict) else None
-            if not choices:
-                continue
-            delta = choices[0].get("delta") or {}
-            content = delta.get("content")
-            if content:
-                yield str(content)
+        finished = False
+        try:
+            for event in self.stream_json("/chat/completions", payload, cancel=cancel):
+                choices = event.get("choices") if isinstance(event, dict) else None
+                if not choices:
+                    continue
+                finished = finished or bool(choices[0].get("finish_reason"))
+                delta = choices[0].get("delta") or {}
+                content = delta.get("content")
+                if content:
+                    yield str(content)
+        except StreamTruncated:
+            if not finished:  # a server that omits [DONE] after a finish_reason is fine
+                raise
 
     def health(self, timeout: float = 2.0) -> bool:
         """Cheap reachability probe for failover: True when the server answers HTTP at all.
@@ -191,7 +214,7 @@ class OpenAIClient:
         except BackendUnavailable:
             return False
         except BackendError as e:
-            return " HTTP 5" not in str(e)
+            return e.status is not None and e.status < 500
 
 
 def chat_content(response: Any) -> str:
