@@ -121,7 +121,8 @@ def bench_pipeline(n: int, model: str) -> dict:
         node.create_subscription(VoiceEvent, "voice/events", on_event, EVENTS_QOS)
         ros.wait_for_publishers(node, "voice/transcript", timeout=20)
         mic = group.start(NodeProcess.node("mic_capture", log_dir=group.log_dir, params={
-            "source": "file", "file_path": str(wav), "realtime": True}))
+            "source": "file", "file_path": str(wav), "realtime": True,
+            "wait_for_services": []}))  # no parser here
         proc = psutil.Process(mic.pid)
         cpu0, wall0 = proc.cpu_times(), time.monotonic()
         mic.wait_for_output("file source finished", timeout=n * 6 + 60)

@@ -9,6 +9,7 @@ test_failover_core.py).
 """
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -128,3 +129,98 @@ def test_command_parser_fails_over_to_local_llm_and_back(ros, procs):
     wait_until(lambda: len(switches()) >= 2, 30, what="BACKEND_CHANGED back to the server")
     third = parse("go to the kitchen")
     assert third.success and third.command.origin == f"llm:openai:{url}"
+
+
+def _parser_behind_relay(ros, procs, relay, **params):
+    procs.start(NodeProcess.node("command_parser", log_dir=procs.log_dir, params={
+        "backend": "openai", "server_url": relay.url, "fallback": "llama_cpp", "n_threads": 1,
+        "templates": False, "retry_interval": 1.0, "generation_timeout_s": 90.0,
+        "service_timeout_s": 120.0, **params}), ready_timeout=180)
+    node = ros.node("parser_relay_test")
+    events = ros.collect(node, VoiceEvent, "voice/events", EVENTS_QOS)
+    client = node.create_client(ParseCommand, "voice/parse")
+
+    def parse(text):
+        return ros.call(client, ParseCommand.Request(text=text, use_history=False), timeout=150)
+    return parse, events
+
+
+def test_a_server_killed_mid_answer_loses_no_request(ros, procs):
+    """The real server is SIGKILLed while it streams its answer: the request in flight is
+    retried on the local model and answered, and the switch is announced."""
+    import signal
+    from support.proxy import Relay
+    server, url = servers.llama_server(procs.log_dir)
+    procs.add(server)
+    relay = Relay(int(url.rsplit(":", 1)[1].split("/")[0]))
+    parse, events = _parser_behind_relay(ros, procs, relay, request_timeout_s=60.0)
+    first = parse("go to the kitchen")
+    assert first.success and first.command.origin == f"llm:openai:{relay.url}", first
+    relay.arm(lambda: os.killpg(server.pid, signal.SIGKILL))
+    second = parse("go to the kitchen")
+    assert second.success, second.message
+    assert second.command.origin.startswith("llm:llama_cpp:"), second.command.origin
+    assert second.command.action == "go_to"
+    [down] = wait_until(lambda: [e for e in events.snapshot()
+                                 if e.type == VoiceEvent.BACKEND_CHANGED], 10,
+                        what="BACKEND_CHANGED")
+    assert "fallback" in down.detail and "closed before the end" in down.detail
+    relay.close()
+
+
+def test_a_server_that_stops_answering_mid_answer_loses_no_request(ros, procs):
+    """The real server is SIGSTOPped while it streams (a hung process, a Wi-Fi drop): after
+    request_timeout_s of silence the request is answered by the local model."""
+    import signal
+    from support.proxy import Relay
+    server, url = servers.llama_server(procs.log_dir)
+    procs.add(server)
+    relay = Relay(int(url.rsplit(":", 1)[1].split("/")[0]))
+    parse, events = _parser_behind_relay(ros, procs, relay, request_timeout_s=4.0)
+    # The server's first answer (a cold prompt cache) may itself take longer than 4 s: then it
+    # is answered by the fallback, and the node returns to the server once it answers probes.
+    wait_until(lambda: parse("go to the kitchen").command.origin == f"llm:openai:{relay.url}",
+               120, interval=1.0, what="an answer from the warm server")
+    events.clear()
+    relay.arm(lambda: os.killpg(server.pid, signal.SIGSTOP))
+    try:
+        t0 = time.monotonic()
+        second = parse("go to the kitchen")
+        waited = time.monotonic() - t0
+        assert second.success, second.message
+        assert second.command.origin.startswith("llm:llama_cpp:")
+        assert second.command.action == "go_to"
+        assert wait_until(lambda: [e for e in events.snapshot()
+                                   if e.type == VoiceEvent.BACKEND_CHANGED], 10,
+                          what="BACKEND_CHANGED")
+        print(f"\nhung server: answered by the fallback {waited:.1f} s after the request")
+    finally:
+        os.killpg(server.pid, signal.SIGCONT)
+        relay.close()
+
+
+def test_the_accepted_response_format_is_remembered(ros, procs):
+    """llama-cpp-python's server refuses json_schema (HTTP 500) and takes json_object: the
+    first request tries both, every later one goes straight to json_object."""
+    from support.proxy import Relay
+    server, url = servers.llama_server(procs.log_dir)
+    procs.add(server)
+    relay = Relay(int(url.rsplit(":", 1)[1].split("/")[0]))
+    parse, _events = _parser_behind_relay(ros, procs, relay, request_timeout_s=60.0,
+                                          response_format="auto")
+
+    def formats() -> list[str]:
+        out = []
+        for raw in relay.requests:
+            body = raw.split(b"\r\n\r\n", 1)[-1]
+            for kind in (b'"json_schema"', b'"json_object"'):
+                if b'"response_format"' in body and kind in body:
+                    out.append(kind.decode().strip('"'))
+                    break
+        return out
+    assert parse("go to the kitchen").success
+    first = formats()
+    assert first == ["json_schema", "json_object"], first
+    assert parse("turn left").success and parse("pick up the cup").success
+    assert formats()[len(first):] == ["json_object", "json_object"], formats()
+    relay.close()

@@ -297,3 +297,37 @@ def test_real_openai_compatible_server_with_smollm2(ros, procs):
     assert json.loads(res.command.arguments_json) == {"place": "kitchen"}
     assert res.command.origin.startswith("llm:openai:http://127.0.0.1")
     assert res.reply
+
+
+def test_a_streamed_reply_is_spoken_while_written_and_a_barge_in_cancels_it(ros, stand_in,
+                                                                            remote_parser, procs):
+    """command_parser and tts as real processes: the model's reply (streamed by the stand-in,
+    slowly) is spoken from its first sentence while the rest is still being written; the
+    user talking (SPEECH_STARTED, as the asr publishes it) makes the tts node barge in, and its
+    BARGE_IN cancels the generation in the parser."""
+    procs.start(NodeProcess.node("tts", log_dir=procs.log_dir,
+                                 params={"play_on_device": False, "barge_in_min_speech": 0.2}))
+    node, _client, commands, replies, events = _wire(ros)
+    ev_pub = node.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
+    ros.wait_for_subscribers(ev_pub)
+    _slow_turn(ros, stand_in, node, "utt-speak")
+
+    def of(kind, source):
+        return [e for e in events.snapshot() if e.type == kind and e.source == source]
+    started = wait_until(lambda: of(VoiceEvent.SPEAKING_STARTED, "/tts"), 30,
+                         what="the robot to start speaking")[0]
+    assert started.utterance_id == "utt-speak" and started.text == "Going to the kitchen."
+    assert not [c for c in replies.snapshot() if c.final], "spoken only after the reply ended"
+    # The user talks over the robot: the tts node decides the barge-in, the parser cancels.
+    now = node.get_clock().now().nanoseconds
+    user = VoiceEvent(type=VoiceEvent.SPEECH_STARTED, source="/asr", utterance_id="user-1",
+                      value=0.1)
+    user.header.stamp.sec, user.header.stamp.nanosec = divmod(now, 1_000_000_000)
+    ev_pub.publish(user)
+    barge = wait_until(lambda: of(VoiceEvent.BARGE_IN, "/tts"), 10, what="BARGE_IN")[0]
+    assert barge.utterance_id == "utt-speak"
+    last = replies.wait_for(1, timeout=10, where=lambda c: c.final)[0]
+    assert last.cancelled and last.utterance_id == "utt-speak"
+    wait_until(lambda: of(VoiceEvent.CANCELLED, "/command_parser"), 10, what="CANCELLED")
+    written = "".join(c.text for c in replies.snapshot() if c.utterance_id == "utt-speak")
+    assert len(written) < len("Going to the kitchen. " + "La " * 200)  # generation stopped

@@ -226,3 +226,63 @@ def test_no_audio_device_is_a_clear_start_up_error(procs):
                                         params={"play_on_device": True,
                                                 "device": "no-such-speaker"}))
     assert "publishing on audio/tts only" in both.output()
+
+
+def _set(ros, node, target: str, **values):
+    """Set parameters of a running node through its real parameter service."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+    client = node.create_client(SetParameters, f"/{target}/set_parameters")
+    req = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg()
+                                            for k, v in values.items()])
+    return ros.call(client, req, timeout=15).results
+
+
+def test_volume_and_speaker_enabled_change_while_running(ros, procs):
+    tts = start_tts(procs)
+    c = Client(ros)
+    c.say.publish(String(data="This is the first sentence at full volume."))
+    c.wait_event(VoiceEvent.SPEAKING_STOPPED, timeout=30)
+    loud = np.abs(c.pcm()).max()
+    [res] = _set(ros, c.node, "tts", volume=0.25)
+    assert res.successful, res.reason
+    c.audio.clear()
+    c.say.publish(String(data="This is the first sentence at full volume."))
+    c.wait_event(VoiceEvent.SPEAKING_STOPPED, count=2, timeout=30)
+    quiet = np.abs(c.pcm()).max()
+    assert quiet < 0.4 * loud, (quiet, loud)  # Piper varies a little between renditions
+    # Muted: a long text stops at once, and new text is refused with an ERROR event.
+    [res] = _set(ros, c.node, "tts", volume=1.0)
+    c.say.publish(String(data=LONG))
+    c.wait_event(VoiceEvent.SPEAKING_STARTED, count=3, timeout=30)
+    [res] = _set(ros, c.node, "tts", speaker_enabled=False)
+    assert res.successful
+    stopped = c.wait_event(VoiceEvent.SPEAKING_STOPPED, count=3, timeout=10)[-1]
+    assert stopped.detail == "speaker disabled"
+    n = len(c.events_of(VoiceEvent.ERROR))
+    c.say.publish(String(data="You cannot hear me."))
+    err = c.wait_event(VoiceEvent.ERROR, count=n + 1, timeout=10)[-1]
+    assert "disabled" in err.detail
+    # Nonsense is refused with a reason, the node keeps running.
+    [bad] = _set(ros, c.node, "tts", volume=-3.0)
+    assert not bad.successful and "volume" in bad.reason
+    [res] = _set(ros, c.node, "tts", speaker_enabled=True)
+    assert res.successful and tts.alive
+
+
+def test_a_spoken_stop_silences_the_robot_but_not_its_stop_reply(ros, procs):
+    """STOP on voice/events (the parser heard "stop"): the speech in progress and everything
+    queued are dropped at once; the stop's own reply ("Stopping.") is still spoken."""
+    start_tts(procs)
+    c = Client(ros)
+    c.say.publish(String(data=LONG))
+    c.wait_event(VoiceEvent.SPEAKING_STARTED, timeout=30)
+    msg = VoiceEvent(type=VoiceEvent.STOP, source="/command_parser", utterance_id="u-stop",
+                     text="stop")
+    c.events_pub.publish(msg)
+    stopped = c.wait_event(VoiceEvent.SPEAKING_STOPPED, timeout=10)[0]
+    assert stopped.detail.startswith("stop") and stopped.text != LONG
+    c.chunk("u-stop", 0, "Stopping.", final=True)
+    said = wait_until(lambda: [e for e in c.events_of(VoiceEvent.SPEAKING_STOPPED)
+                               if e.utterance_id == "u-stop"], 30, what="the stop reply")[0]
+    assert said.text == "Stopping." and said.detail == "finished"

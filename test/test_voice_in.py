@@ -111,7 +111,8 @@ def test_file_source_48k_stereo_to_asr(ros, procs, tmp_path):
     info = ros.collect(listener.node, AudioInfo, "audio/mic/info", LATCHED_QOS)
     asr_node(procs)
     mic = procs.start(NodeProcess.node("mic_capture", log_dir=procs.log_dir, params={
-        "source": "file", "file_path": str(wav), "realtime": True}))
+        "source": "file", "file_path": str(wav), "realtime": True,
+        "wait_for_services": []}))  # no parser here: replay once the asr listens
 
     finals = listener.finals.wait_for(len(PHRASES), timeout=60)
     assert [normalize_text(f.text) for f in finals] == [normalize_text(p) for p in PHRASES]
@@ -266,3 +267,55 @@ def test_wyoming_satellite_to_asr(ros, procs):
     stamps = [stamp_to_ns(c.header.stamp) for c in chunks]
     assert stamps == sorted(stamps)
 
+
+
+def test_an_utterance_longer_than_a_chunk_is_transcribed_whole(ros, procs):
+    """One 12 s utterance (phrases with short breaths, no pause long enough to end it) and
+    chunk_seconds 5: the asr transcribes it in overlapping chunks and merges them."""
+    from support.feed import MicFeeder
+    phrases = ["go back to the charging station", "turn around and come back",
+               "open the door and look at the table", "then pick up the blue box",
+               "and bring it to the kitchen", "after that stop near the window"]
+    speech = np.concatenate([np.concatenate([synthesize(p), silence(0.15)]) for p in phrases])
+    assert speech.size / 16000 > 10.0
+    listener = Listener(ros, "chunk_listener")
+    asr_node(procs, partial_interval=0.0, chunk_seconds=5.0, chunk_overlap=1.0,
+             vad_stop_ms=1200.0, model="base", language="en")
+    feeder = MicFeeder(ros)
+    feeder.wait_connected()
+    listener.wait_connected(ros)
+    feeder.play(np.concatenate([silence(0.5), speech, silence(2.0)]))
+    [final] = listener.finals.wait_for(1, timeout=120)
+    time.sleep(2.0)
+    assert len(listener.finals.snapshot()) == 1, [f.text for f in listener.finals.snapshot()]
+    heard = normalize_text(final.text).split()
+    for phrase in phrases:  # every chunk's words, in order, none twice at the seams
+        words = normalize_text(phrase).split()
+        key = [w for w in words if len(w) > 3]
+        assert all(w in heard for w in key), (phrase, final.text)
+    assert heard.count("charging") == 1 and heard.count("table") == 1, final.text
+    assert final.audio_duration > 10.0
+
+
+def test_the_multilingual_model_detects_the_language(ros, procs, tmp_path):
+    """Whisper base with language auto on German speech (espeak-ng, a real synthesizer): the
+    transcript says de."""
+    import subprocess
+    from support.feed import MicFeeder
+    wav = tmp_path / "de.wav"
+    subprocess.run(["espeak-ng", "-v", "de", "-s", "140", "-w", str(wav),
+                    "Guten Morgen, bitte fahre jetzt in die Küche und bring mir eine Tasse "
+                    "Kaffee"], check=True)
+    import soundfile as sf
+    from locara_ros.core.audio import resample
+    data, rate = sf.read(str(wav), dtype="float32")
+    german = resample(data, rate, 16000)
+    listener = Listener(ros, "language_listener")
+    asr_node(procs, partial_interval=0.0, model="base", language="auto")
+    feeder = MicFeeder(ros)
+    feeder.wait_connected()
+    listener.wait_connected(ros)
+    feeder.play(np.concatenate([silence(0.5), german, silence(1.2)]))
+    [final] = listener.finals.wait_for(1, timeout=120)
+    assert final.language == "de", (final.language, final.text)
+    assert "morgen" in final.text.lower(), final.text

@@ -181,4 +181,20 @@ flock -u 9
 . "$ENV_FILE"
 python -c "from locara_ros.msg import Transcript; from locara_ros.srv import AskVision; import audio_common_msgs.msg, rclpy" \
   || die "the build does not import; see above"
+
+# ---------------------------------------------------------------- 7. ROS 2 launch and CLI tools
+# PyPI has no launch, launch_ros, launch_pytest or ros2cli. Without a ROS 2 install, they come from
+# the shared sources beside this repository (ros-launch/install.sh), so `ros2 launch`, `ros2 topic`,
+# `ros2 lifecycle` and the launch_pytest tests work; where that folder is missing they are skipped.
+if [[ "$MODE" == wheels ]] && ((BUILD_ONLY == 0)); then
+  RL=""
+  for d in "${LOCARA_ROS_LAUNCH:-}" "$ROOT/../shared/ros-launch" /work/shared/ros-launch; do
+    [[ -n "$d" && -f "$d/install.sh" ]] && { RL="$d"; break; }
+  done
+  if [[ -n "$RL" ]]; then
+    bash "$RL/install.sh" 2>&1 | sed 's/^/[setup] /' || die "ros-launch install failed ($RL)"
+  else
+    say "no ros-launch folder (LOCARA_ROS_LAUNCH, ../shared/ros-launch): ros2 launch and the launch tests are not available"
+  fi
+fi
 say "ready: . $ENV_FILE"

@@ -10,6 +10,5 @@ bash tools/setup.sh
 echo "[test] ruff check"
 ruff check .
 echo "[test] pytest"
-# The graph tests run real processes in real time on a small machine: a test that fails is run
-# once more, and pytest's summary counts it as "rerun", so flakiness stays visible.
-exec pytest --reruns 1 --reruns-delay 2 "$@"
+# No reruns: a test that needs a second try is a defect (in the test or in the product).
+exec pytest "$@"

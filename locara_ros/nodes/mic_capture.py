@@ -79,11 +79,13 @@ class MicCaptureNode(Node):
                                         on_client=self._info, clock=clock)
             what = f"wyoming server on {p['wyoming_host']}:{p['wyoming_port']}"
 
-        if kind == "file" and p["wait_for_subscribers"] > 0:
-            # A replay should not start into the void: wait until the recognizer listens.
+        if kind == "file" and (p["wait_for_subscribers"] > 0 or p["wait_for_services"]):
+            # A replay should not start into the void: wait until the recognizer listens, and
+            # whoever acts on what it hears.
             self._starter = threading.Thread(
                 target=self._start_when_heard,
-                args=(int(p["wait_for_subscribers"]), float(p["subscriber_timeout"])),
+                args=(int(p["wait_for_subscribers"]), list(p["wait_for_services"]),
+                      float(p["subscriber_timeout"])),
                 name="mic-starter")
             self._starter.start()
         else:
@@ -114,7 +116,10 @@ class MicCaptureNode(Node):
         param("trail_silence", 0.0, "file: seconds of silence after the file")
         param("wait_for_subscribers", 1, "file: wait for this many audio/mic subscribers "
                                          "before replaying (0 = start at once)")
-        param("subscriber_timeout", 10.0, "file: replay anyway after waiting this long [s]")
+        param("wait_for_services", ["voice/parse"], "file: also wait until these services are "
+              "offered (the command parser, which may start later or on another machine), so "
+              "a replayed request is not lost at start-up; [] = do not wait")
+        param("subscriber_timeout", 120.0, "file: replay anyway after waiting this long [s]")
         param("device", "", "device: PortAudio device name (substring) or index; empty = default")
         param("device_sample_rate", 0, "device: capture rate; 0 = the device's default rate")
         param("device_channels", 0, "device: channels to open; 0 = all input channels")
@@ -132,15 +137,25 @@ class MicCaptureNode(Node):
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
-    def _start_when_heard(self, count: int, timeout: float) -> None:
+    def _start_when_heard(self, count: int, services: list[str], timeout: float) -> None:
+        from rclpy.expand_topic_name import expand_topic_name
         deadline = time.monotonic() + timeout
+        wanted = {expand_topic_name(s, self.get_name(), self.get_namespace()): s
+                  for s in services if s}
+
+        def missing() -> list[str]:
+            out = [] if self.audio_pub.get_subscription_count() >= count else [
+                "audio/mic (a subscriber)"]
+            offered = {name for name, _types in self.get_service_names_and_types()}
+            return out + [f"{s} (the service)" for full, s in wanted.items()
+                          if full not in offered]
         while not self._closing.is_set() and time.monotonic() < deadline:
-            if self.audio_pub.get_subscription_count() >= count:
+            if not missing():
                 break
             self._closing.wait(0.05)
         else:
             if not self._closing.is_set():
-                self.get_logger().warn(f"no audio/mic subscriber after {timeout:.0f} s; "
+                self.get_logger().warn(f"still no {', '.join(missing())} after {timeout:.0f} s; "
                                        "replaying anyway")
         if not self._closing.is_set():
             time.sleep(0.2)  # let the new subscriber's reader finish matching

@@ -209,9 +209,9 @@ class TtsNode(Node):
                     successful=False, reason=f"{prm.name} is fixed at start-up; restart the node")
             if prm.name == "volume" and not 0.0 <= float(prm.value) <= 10.0:
                 return SetParametersResult(successful=False, reason="volume must be in [0, 10]")
-            if prm.name == "barge_in_min_speech" and float(prm.value) < 0:
+            if prm.name == "barge_in_min_speech" and not 0.0 <= float(prm.value) <= 10.0:
                 return SetParametersResult(successful=False,
-                                           reason="barge_in_min_speech must be >= 0")
+                                           reason="barge_in_min_speech must be in [0, 10] s")
         for prm in params:
             if prm.name == "speaker_enabled":
                 self.gate.enabled = bool(prm.value)

@@ -78,7 +78,8 @@ def _check(cancel: threading.Event | None, deadline: float, timeout_s: float, na
     if cancel is not None and cancel.is_set():
         raise Cancelled()
     if time.monotonic() > deadline:
-        raise GenerationTimeout(f"{name}: no complete answer within {timeout_s:g} s")
+        raise GenerationTimeout(f"{name}: no complete answer within {timeout_s:g} s",
+                                timed_out=True)
 
 
 class LlamaCppCommandModel(CommandModel):

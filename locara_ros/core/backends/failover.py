@@ -5,7 +5,10 @@ VisionModel, ...). Calls go to the primary (the remote server) while it works. W
 unreachable or times out (:class:`BackendUnavailable`), the *same call* is retried at once on the
 fallback, so no request is lost, and the wrapper stays on the fallback while a background thread
 probes the primary every ``retry_interval`` seconds; when the probe succeeds, calls go to the
-primary again. Every switch is reported through ``on_switch(active_name, reason)``.
+primary again. A primary that was left because it went *silent* (a timeout: up, but too busy to
+answer in time) answers a cheap probe at once, so each such switch doubles the wait before
+going back (up to ``max_backoff``) instead of flapping between the two; a request the primary
+answers resets it. Every switch is reported through ``on_switch(active_name, reason)``.
 
 Generator methods (token streams) fail over at once if the primary fails before its first item.
 A stream that breaks half-way (the server died mid-answer, or stopped answering) cannot be
@@ -39,13 +42,16 @@ class Failover:
     """Proxy that sends calls to `primary` and falls back to `fallback` when it is unavailable."""
 
     def __init__(self, primary: Any, fallback: Any, *, probe: Callable[[], bool] | None = None,
-                 retry_interval: float = 5.0, on_switch: SwitchCallback | None = None) -> None:
+                 retry_interval: float = 5.0, on_switch: SwitchCallback | None = None,
+                 max_backoff: float = 120.0) -> None:
         self.primary = primary
         self.fallback = fallback
         self._probe = probe or getattr(primary, "health", None)
         if self._probe is None:
             raise ValueError(f"{_name(primary)} has no health() probe; pass probe=")
         self.retry_interval = float(retry_interval)
+        self.max_backoff = float(max_backoff)
+        self._wait = self.retry_interval  # before the next probe; grows on timeout switches
         self._on_switch = on_switch
         self._lock = threading.Lock()
         self._using_primary = True
@@ -74,6 +80,15 @@ class Failover:
         with self._lock:
             return self._using_primary
 
+    def _failed(self, error: BackendUnavailable, reason: str) -> None:
+        """The primary failed: wait longer before going back if it only went silent."""
+        if error.timed_out:
+            self._wait = min(self.max_backoff, self._wait * 2)
+        self._switch(False, reason)
+
+    def _answered(self) -> None:
+        self._wait = self.retry_interval
+
     def _switch(self, to_primary: bool, reason: str) -> None:
         with self._lock:
             if self._using_primary == to_primary:
@@ -98,7 +113,7 @@ class Failover:
         self._prober.start()
 
     def _probe_loop(self) -> None:
-        while not self._stop.wait(self.retry_interval):
+        while not self._stop.wait(self._wait):
             try:
                 ok = bool(self._probe())
             except Exception as e:  # noqa: BLE001 - any probe failure means "still down"
@@ -133,9 +148,11 @@ class Failover:
         if self.on_primary:
             try:
                 self._served.name = _name(self.primary)
-                return getattr(self.primary, method)(*args, **kwargs)
+                result = getattr(self.primary, method)(*args, **kwargs)
+                self._answered()
+                return result
             except BackendUnavailable as e:
-                self._switch(False, f"{_name(self.primary)} unavailable: {e}")
+                self._failed(e, f"{_name(self.primary)} unavailable: {e}")
         self._served.name = _name(self.fallback)
         return getattr(self.fallback, method)(*args, **kwargs)
 
@@ -148,15 +165,16 @@ class Failover:
             except StopIteration:
                 return
             except BackendUnavailable as e:
-                self._switch(False, f"{_name(self.primary)} unavailable: {e}")
+                self._failed(e, f"{_name(self.primary)} unavailable: {e}")
             else:
                 yield first
                 try:
                     yield from stream
                 except BackendUnavailable as e:
-                    self._switch(False, f"{_name(self.primary)} failed mid-answer: {e}")
+                    self._failed(e, f"{_name(self.primary)} failed mid-answer: {e}")
                     raise FailedOver(f"{_name(self.primary)} failed mid-answer ({e}); "
                                      f"{_name(self.fallback)} serves now") from e
+                self._answered()
                 return
         self._served.name = _name(self.fallback)
         yield from getattr(self.fallback, method)(*args, **kwargs)

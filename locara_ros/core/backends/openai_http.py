@@ -25,12 +25,15 @@ class BackendError(RuntimeError):
     """The backend answered with an error or garbage; retrying elsewhere will not help.
 
     `status` is the HTTP status when the server answered with one, `body` the start of its
-    error body (callers decide on these, never on the message text)."""
+    error body, `timed_out` whether the server went silent (callers decide on these, never on
+    the message text)."""
 
-    def __init__(self, message: str, *, status: int | None = None, body: str = "") -> None:
+    def __init__(self, message: str, *, status: int | None = None, body: str = "",
+                 timed_out: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
+        self.timed_out = timed_out
 
 
 class BackendUnavailable(BackendError):
@@ -97,7 +100,8 @@ class OpenAIClient:
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as e:
             conn.close()
-            raise BackendUnavailable(f"{self.url}: {type(e).__name__}: {e}") from e
+            raise BackendUnavailable(f"{self.url}: {type(e).__name__}: {e}",
+                                     timed_out=isinstance(e, TimeoutError)) from e
         if resp.status >= 400:
             detail = resp.read(2000).decode("utf-8", "replace")
             conn.close()
@@ -112,7 +116,8 @@ class OpenAIClient:
         try:
             return _parse_json(resp.read(), f"{self.url}{path}")
         except (OSError, http.client.HTTPException) as e:
-            raise BackendUnavailable(f"{self.url}{path}: {e}") from e
+            raise BackendUnavailable(f"{self.url}{path}: {e}",
+                                     timed_out=isinstance(e, TimeoutError)) from e
         finally:
             conn.close()
 
@@ -161,7 +166,8 @@ class OpenAIClient:
                 try:
                     line = resp.readline()
                 except (OSError, http.client.HTTPException) as e:
-                    raise BackendUnavailable(f"{self.url}{path}: stream broke: {e}") from e
+                    raise BackendUnavailable(f"{self.url}{path}: stream broke: {e}",
+                                             timed_out=isinstance(e, TimeoutError)) from e
                 if not line:
                     raise StreamTruncated(f"{self.url}{path}: the connection closed before "
                                           "the end of the answer")
