@@ -94,7 +94,9 @@ def ask(asker):
 
 def ask_until_stamp(ask, stamp_sec, timeout=15.0, **kw):
     """Ask until the answer is about the frame stamped stamp_sec (frames arrive asynchronously
-    after the publisher has sent them); returns that reply."""
+    after the publisher has sent them); returns that reply. The frame may be old by the time a
+    loaded machine gets to the question: staleness has tests of its own."""
+    kw.setdefault("max_age", 120.0)
     replies = []
 
     def done():

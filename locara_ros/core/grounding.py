@@ -31,6 +31,10 @@ _FUNCTION_WORDS = {
     "please", "and", "or", "with", "from", "some", "bit", "little", "all", "way", "once", "over",
     "out", "so", "then", "now", "just", "here", "them", "him", "her", "know", "let", "about",
 }
+# Words that carry no request of their own ("please", "ok", "whoa").
+_FILLER = {"please", "ok", "okay", "hey", "robot", "locara", "um", "uh", "er", "erm", "well",
+           "thanks", "thank", "would", "could", "will", "mind", "kindly", "whoa",
+           "oh", "yes", "again", "also", "too", "as", "be", "go", "ahead", "now", "then"}
 _NUMBER_UNIT = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)(?:\s+([a-z]+))?")
 
 # "on the bed", "into my bag": where a default argument (put it down *here*) could be overridden
@@ -42,7 +46,8 @@ _INJECTION = re.compile(
     r"programming|guidelines|constraints|restrictions|everything|above)\b"
     r"|\b(system|developer|admin|root|debug|god|jailbreak)\s*(prompt|mode|message|override|:)"
     r"|\byou are now\b|\bact as\b|\bpretend (you are|to be|you're)\b|\bnew instructions?\b"
-    r"|\b(respond|reply|answer|output)\s+(with|in)\s+(json|the following|this)\b"
+    r"|\b(respond|reply|output)\s+with\b|\banswer\s+(with|in)\s+(json|the following)\b"
+    r"|^\W*system\b|\baction\b.{0,30}\barguments?\b"  # spoken JSON, "System, ..."
     r"|[{}]|\"action\"",
     re.IGNORECASE)
 
@@ -122,6 +127,32 @@ class Grounding:
                            if arg.enum is not None for v in arg.enum for p in arg.spoken(v)
                            for w in p.split())
         self._words = lambda text: base_forms(normalize_request(text), verbs, values)
+        self._known: dict[str, tuple[frozenset[str], list[str]]] = {}
+
+    def unexplained(self, spec: ActionSpec, words: str) -> list[str]:
+        """Words of the request that are none of: the action's argument values (whole
+        phrases: "right here" explains "right" only together), its words (keywords and its
+        templates'), numbers and units, function and skip words."""
+        known = self._known.get(spec.name)
+        if known is None:
+            single = set(self.keywords[spec.name]) | _FUNCTION_WORDS | _FILLER
+            for group in spec.sentences:
+                for t in group.sentences:
+                    single |= _template_words(t, dict(self.schema.expansion_rules))
+            phrases: set[str] = set(self.schema.skip_words)
+            for arg in spec.arguments:
+                single |= set(arg.units)
+                phrases |= {p for v in (arg.enum or ()) for p in arg.spoken(v)}
+            for items in self.schema.lists.values():
+                phrases |= set(items or ())
+            known = self._known[spec.name] = (frozenset(single), sorted(phrases, key=len,
+                                                                         reverse=True))
+        single, phrases = known
+        rest = f" {words} "
+        for p in phrases:
+            rest = rest.replace(f" {p} ", " ")
+        return [w for w in rest.split() if w not in single and w not in MEASURES
+                and not re.fullmatch(r"\d+(?:\.\d+)?", w)]
 
     def mentions(self, spec: ActionSpec, text: str) -> bool:
         """One of the action's words is in the request."""
@@ -158,6 +189,13 @@ class Grounding:
             return f"no word for '{command.action}' was said"
         words = self._words(text)
         numbers = numbers_with_units(text)
+        defaulted = [a for a in spec.arguments if a.default is not None
+                     and command.arguments.get(a.name) == a.default]
+        if spec.moves and defaulted:
+            extra = self.unexplained(spec, words)
+            if extra:  # "go forward, we're not going to arm it out": more than a default move
+                return (f"'{' '.join(extra[:4])}' is not part of a {command.action} request, "
+                        f"and {defaulted[0].name} was left to its default")
         for arg in spec.arguments:
             value = command.arguments.get(arg.name)
             reason = ""
@@ -165,6 +203,9 @@ class Grounding:
                 reason = self._enum(arg, value, words)
             elif arg.type in ("integer", "number"):
                 reason = self._number(arg, value, numbers)
+                if not reason and not numbers and self._measure_without_number(words):
+                    reason = (f"'{self._measure_without_number(words)}' was said without a "
+                              "number that could be understood")
             elif arg.type == "string" and spec.handler != "vision":
                 if value is not None and not said(normalize_words(str(value)), words):
                     reason = f"'{value}' is not words of the request"
@@ -200,7 +241,8 @@ class Grounding:
                     value = mine[0]
                     args[arg.name] = int(value) if arg.type == "integer" and \
                         float(value).is_integer() else value
-                elif not numbers and arg.default is not None:
+                elif not numbers and arg.default is not None and \
+                        not self._measure_without_number(words):
                     args[arg.name] = arg.default
                 else:
                     return None
@@ -239,3 +281,14 @@ class Grounding:
         if value == arg.default and not numbers:
             return ""
         return f"{value} was not said"
+
+    @staticmethod
+    def _measure_without_number(words: str) -> str:
+        """A measure word said with no number before it ("move forward to meters", "a
+        kilometer" misheard): a default must not stand in for the amount that was said."""
+        for m in re.finditer(r"(?:^| )([a-z]+) ([a-z]+)(?= |$)", words):
+            if m.group(2) in MEASURES and not re.fullmatch(r"\d+(?:\.\d+)?", m.group(1)):
+                return m.group(2)
+        if words.split() and words.split()[0] in MEASURES:
+            return words.split()[0]
+        return ""

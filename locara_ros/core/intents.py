@@ -287,3 +287,30 @@ def base_forms(text: str, words: frozenset[str], keep: frozenset[str] = frozense
 
 def _question(text: str) -> str:
     return " ".join(text.split()).strip().rstrip("?.!").strip()
+
+
+def recognizer_prompt(schema: CommandSchema, max_words: int = 60) -> str:
+    """The robot's own words for priming a recognizer (Whisper's initial_prompt / hotwords):
+    its places, objects and other argument values, the action words of its templates and its
+    stop phrases, so "pick the toy up" is not heard as "big nut oil"."""
+    phrases: list[str] = []
+    count = 0
+
+    def add(phrase: str) -> None:
+        nonlocal count
+        phrase = phrase.replace("_", " ")
+        if phrase not in phrases and count + len(phrase.split()) <= max_words:
+            phrases.append(phrase)
+            count += len(phrase.split())
+    for spec in schema.actions.values():
+        if spec.moves:
+            for kw in spec.keywords[:4]:
+                add(kw)
+        for arg in spec.arguments:
+            if arg.enum is not None and isinstance(arg.enum[0], str):
+                for value in arg.enum:
+                    add(arg.spoken(value)[0])
+    if schema.stop is not None:
+        for phrase in schema.stop.phrases[:4]:
+            add(phrase)
+    return ", ".join(phrases) + "."

@@ -120,8 +120,14 @@ def _read_number(words: list[str], i: int) -> tuple[float, int]:
     return value, j - i
 
 
+# How recognizers write spoken numbers: "5,000" and "100 and 80" (one hundred and eighty).
+_THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3}(?:,\d{3})+)(?![\d,])")
+_HUNDRED_AND = re.compile(r"(?<![\d.])(\d*[1-9]00),? and (\d{1,2})(?![\d.])")
+
+
 def normalize_numbers(text: str) -> str:
     """Spoken numbers to digits; everything else (words, punctuation) kept as it was."""
+    text = _THOUSANDS.sub(lambda m: m.group(1).replace(",", ""), text)
     tokens = _TOKEN_RX.findall(text)
     out: list[str] = []
     i = 0
@@ -155,7 +161,7 @@ def normalize_numbers(text: str) -> str:
             continue
         out.append(tok)
         i += 1
-    return _join(out)
+    return _HUNDRED_AND.sub(lambda m: str(int(m.group(1)) + int(m.group(2))), _join(out))
 
 
 def _join(tokens: list[str]) -> str:

@@ -266,8 +266,9 @@ class CommandParser:
         if len(parts) > 1:
             if stop is not None and any(self.is_stop(p) for p in parts):
                 return Decision("stop", Command(stop.action, {}), stop.reply, text=text)
-            requests = [p for p in parts if (self.matcher.match(p) is not None if templates
-                                             else self.grounding.candidates(p))]
+            requests = [p for p in parts
+                        if (templates and self.matcher.match(p) is not None)
+                        or self.grounding.candidates(p)]
             if len(requests) > 1:
                 return Decision("rules", None, REPLY_ONE_AT_A_TIME,
                                 f"two requests in one sentence: {' | '.join(requests)}", text=text)

@@ -189,6 +189,11 @@ class AsrNode(Node):
         param("threads", 0, "faster_whisper: CPU threads (0 = library default)")
         param("language", "auto", "ISO 639-1 code, or 'auto' to detect (.en models: always en)")
         param("initial_prompt", "", "text that primes the recognizer (names, jargon)")
+        param("prime_with_schema", "hotwords", "give the recognizer the command schema's "
+              "words (places, objects, action and stop words): hotwords, prompt "
+              "(initial_prompt) or off")
+        param("schema_path", "", "command schema YAML for prime_with_schema; empty = the "
+              "installed share/locara_ros/config/commands.yaml")
         param("server_url", "", "openai/chat_audio: base URL, e.g. http://gpu:8000/v1")
         param("api_key", "", "openai/chat_audio: bearer token (empty: none)")
         param("server_model", "", "openai/chat_audio: model name sent to the server")
@@ -231,6 +236,22 @@ class AsrNode(Node):
         lang = str(d["language"]).strip().lower()
         self.language = None if lang in ("", "auto") else lang
         self.prompt = d["initial_prompt"]
+        self.hotwords = ""
+        if d["prime_with_schema"] not in ("hotwords", "prompt", "off"):
+            raise ValueError(f"prime_with_schema must be hotwords, prompt or off, got "
+                             f"'{d['prime_with_schema']}'")
+        if d["prime_with_schema"] != "off":
+            from locara_ros.core.command_schema import load_schema
+            from locara_ros.core.intents import recognizer_prompt
+            path = d["schema_path"]
+            if not path:
+                from ament_index_python.packages import get_package_share_directory
+                path = f"{get_package_share_directory('locara_ros')}/config/commands.yaml"
+            words = recognizer_prompt(load_schema(path))  # SchemaError names file and line
+            if d["prime_with_schema"] == "prompt":
+                self.prompt = f"{self.prompt} {words}".strip()
+            else:
+                self.hotwords = words
         self.partial_interval = float(d["partial_interval"])
         self.chunk_samples = int(d["chunk_seconds"] * SAMPLE_RATE)
         self.overlap_samples = int(d["chunk_overlap"] * SAMPLE_RATE)
@@ -240,6 +261,7 @@ class AsrNode(Node):
 
     def _make_transcriber(self, p: dict[str, Any]) -> Transcriber:
         backend = p["backend"]
+        p = dict(p, hotwords=self.hotwords)
         if backend == "faster_whisper":
             return self._local_transcriber(p)
         if backend in ("openai", "chat_audio"):
@@ -269,7 +291,7 @@ class AsrNode(Node):
             str(path).rstrip("/"))
         return FasterWhisperTranscriber(path, label=label, compute_type=p["compute_type"],
                                         device=p["device"], beam_size=p["beam_size"],
-                                        cpu_threads=p["threads"])
+                                        cpu_threads=p["threads"], hotwords=p["hotwords"])
 
     # ------------------------------------------------------------------ audio in (callbacks)
     def _on_info(self, msg: AudioInfo) -> None:

@@ -79,12 +79,13 @@ class MicCaptureNode(Node):
                                         on_client=self._info, clock=clock)
             what = f"wyoming server on {p['wyoming_host']}:{p['wyoming_port']}"
 
-        if kind == "file" and (p["wait_for_subscribers"] > 0 or p["wait_for_services"]):
+        services = [str(x) for x in (p["wait_for_services"] or [])]
+        if kind == "file" and (p["wait_for_subscribers"] > 0 or services):
             # A replay should not start into the void: wait until the recognizer listens, and
             # whoever acts on what it hears.
             self._starter = threading.Thread(
                 target=self._start_when_heard,
-                args=(int(p["wait_for_subscribers"]), list(p["wait_for_services"]),
+                args=(int(p["wait_for_subscribers"]), services,
                       float(p["subscriber_timeout"])),
                 name="mic-starter")
             self._starter.start()

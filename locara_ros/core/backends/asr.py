@@ -120,10 +120,12 @@ class FasterWhisperTranscriber(Transcriber):
     """faster-whisper on a CTranslate2 Whisper model directory."""
 
     def __init__(self, model_dir: str | Path, *, label: str = "", compute_type: str = "int8",
-                 device: str = "cpu", beam_size: int = 1, cpu_threads: int = 0) -> None:
+                 device: str = "cpu", beam_size: int = 1, cpu_threads: int = 0,
+                 hotwords: str = "") -> None:
         from faster_whisper import WhisperModel
         self.model_dir = Path(model_dir)
         self.beam_size = max(1, int(beam_size))
+        self.hotwords = hotwords  # words the recognizer should expect (faster-whisper hotwords)
         try:
             self.model = WhisperModel(str(self.model_dir), device=device,
                                       compute_type=compute_type, cpu_threads=int(cpu_threads),
@@ -143,7 +145,7 @@ class FasterWhisperTranscriber(Transcriber):
         segments_iter, info = self.model.transcribe(
             x, language=language or None, beam_size=self.beam_size,
             initial_prompt=prompt or None, condition_on_previous_text=False,
-            without_timestamps=True, vad_filter=False)
+            without_timestamps=True, vad_filter=False, hotwords=self.hotwords or None)
         segments = [Segment(float(s.start), float(s.end), s.text, float(s.avg_logprob),
                             len(s.tokens), float(s.no_speech_prob)) for s in segments_iter]
         return TranscriptionResult(
