@@ -122,6 +122,8 @@ def main() -> int:
     ap.add_argument("--model", default="", help="GGUF path (default: packaged SmolLM2-135M)")
     ap.add_argument("--no-model", action="store_true", help="rules only (no model fallback)")
     ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
+    ap.add_argument("--chat-format", default="", help="llama.cpp chat format for a GGUF "
+                    "without a chat template (e.g. gemma); two-stage scoring then is off")
     ap.add_argument("--no-templates", action="store_true", help="model only (the old parser)")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "parser.json"))
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -136,7 +138,7 @@ def main() -> int:
         from locara_ros.core.backends.chat import LlamaCppCommandModel
         t0 = time.monotonic()
         model = LlamaCppCommandModel(args.model, n_threads=args.threads, decode="two_stage",
-                                     copy_free_text=True)
+                                     copy_free_text=True, chat_format=args.chat_format)
         load_s = time.monotonic() - t0
     cfg = ParserConfig(generation_timeout_s=120.0, templates=not args.no_templates)
     parser = CommandParser(schema, model, cfg)
