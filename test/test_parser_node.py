@@ -13,7 +13,7 @@ import yaml
 
 from locara_ros.core.command_schema import CLARIFY, same_command
 from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, VoiceEvent
-from locara_ros.nodes.common import EVENTS_QOS, RELIABLE_QOS, STREAM_QOS
+from locara_ros.nodes.common import EVENTS_QOS, RELIABLE_QOS, SERVICE_QOS, STREAM_QOS
 from locara_ros.srv import ParseCommand
 from locara_ros.testing.processes import NodeProcess, ProcessGroup
 
@@ -38,7 +38,7 @@ def parser_node(ros_domain, tmp_path_factory):
 @pytest.fixture
 def ros_parse(parser_node, ros):
     node = ros.node("parser_node_test")
-    client = node.create_client(ParseCommand, "voice/parse")
+    client = node.create_client(ParseCommand, "voice/parse", qos_profile=SERVICE_QOS)
 
     def parse(text: str, use_history: bool = False, publish: bool = False):
         return ros.call(client, ParseCommand.Request(text=text, use_history=use_history,
@@ -138,8 +138,52 @@ def test_vision_question_answered_by_a_service_in_another_process(ros_parse, pro
     # question's words reversed, which proves the question crossed the process boundary.
     procs.start(NodeProcess.python(str(support_dir / "ros_peer.py"), log_dir=procs.log_dir,
                                    label="peer"))
-    _node, parse = ros_parse
+    node, parse = ros_parse
+    from locara_ros.srv import AskVision
+    assert node.create_client(AskVision, "vision/ask").wait_for_service(timeout_sec=30)
     res = parse("describe what you see")
     assert res.success and res.command.action == "describe_scene"
     question = "Describe what you see in one or two short sentences."
     assert res.reply == " ".join(reversed(question.split()))
+
+
+def test_a_spoken_stop_is_not_delayed_by_a_busy_parser(ros, ros_parse):
+    """20 voice/parse calls that need the model are in flight; a partial transcript that says
+    "stop" still gives `stop` on voice/command at once, from the stop lane. Every call is
+    answered: a result, or busy."""
+    import threading
+    import time
+    node, parse = ros_parse
+    commands = ros.collect(node, RobotCommand, "voice/command", RELIABLE_QOS)
+    events = ros.collect(node, VoiceEvent, "voice/events", EVENTS_QOS)
+    partial = node.create_publisher(Transcript, "voice/transcript/partial", RELIABLE_QOS)
+    final = node.create_publisher(Transcript, "voice/transcript", RELIABLE_QOS)
+    ros.wait_for_subscribers(partial)
+    ros.wait_for_subscribers(final)
+    answers: list = []
+
+    def load(i: int) -> None:  # no template decides these: each needs the model
+        answers.append(parse(f"kindly get yourself over into the kitchen area number {i}"))
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)  # the parser is busy now
+    t0 = time.monotonic()
+    partial.publish(Transcript(utterance_id="u-stop", text="Stop", is_final=False))
+    [stop] = commands.wait_for(1, timeout=10, where=lambda c: c.action == "stop")
+    took = time.monotonic() - t0
+    assert (stop.origin, stop.utterance_id) == ("fast_path", "u-stop")
+    assert took < 1.0, f"stop took {took:.2f} s under load"
+    events.wait_for(1, timeout=5, where=lambda e: e.type == VoiceEvent.STOP)
+    # The final that agrees does not publish the stop twice.
+    final.publish(Transcript(utterance_id="u-stop", text="Stop.", is_final=True))
+    for t in threads:
+        t.join(120)
+    time.sleep(0.5)
+    assert len([c for c in commands.snapshot() if c.action == "stop"]) == 1
+    assert len(answers) == 20
+    busy = [a for a in answers if not a.success and a.message.startswith("busy")]
+    assert all(a.success or a.message.startswith(("busy", "cancelled")) for a in answers), [
+        a.message for a in answers]
+    assert busy, "more calls than parse_concurrency must be answered busy at once"
+    print(f"\nstop under load: {took * 1000:.0f} ms; {len(busy)} busy answers")

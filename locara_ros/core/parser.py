@@ -28,6 +28,7 @@ the candidate actions (two-stage decoding), or 0 when the backend cannot tell. B
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from contextlib import closing
@@ -217,9 +218,15 @@ class CommandParser:
 
     # ------------------------------------------------------------------ rule-based paths
     def is_stop(self, text: str) -> bool:
+        """The request is a stop: made only of stop phrases (and filler), or its last part
+        after a pause is ("no no, stop!", "turn left, wait, stop")."""
         stop = self.schema.stop
-        return bool(self.config.fast_path and stop is not None and
-                    match_phrases(text, stop.phrases, stop.filler))
+        if not self.config.fast_path or stop is None:
+            return False
+        if match_phrases(text, stop.phrases, stop.filler):
+            return True
+        parts = [p for p in re.split(r"[,.!?;]+|\s+(?:and then|and|then)\s+", text) if p.strip()]
+        return len(parts) > 1 and match_phrases(parts[-1], stop.phrases, stop.filler)
 
     def fast_path(self, text: str, *, utterance_id: str = "", use_history: bool = True
                   ) -> ParseOutcome | None:

@@ -123,6 +123,7 @@ class SpeechStop:
     reason: str  # "silence", "max_length" or the reason given to flush()
     discarded: bool = False  # shorter than min_speech_ms
     speech_end_sample: int = 0
+    turn: str = ""  # how the end of the turn was decided ("200 ms of silence after ...")
 
 
 @dataclass
@@ -161,6 +162,13 @@ class Segmenter:
         self._speech_end_ns = 0
         self._speech_end_sample = 0
         self._silence_samples = 0
+        self.turn_end: tuple[float, str] | None = None  # (stop ms, why) for this utterance
+
+    def end_turn_after(self, stop_ms: float, why: str) -> None:
+        """Silence that ends the current utterance, instead of config.stop_ms (the words so
+        far are a complete request: sooner; they trail off mid-phrase: later). Reset at the
+        next utterance."""
+        self.turn_end = (max(0.0, float(stop_ms)), why)
 
     @property
     def speaking(self) -> bool:
@@ -237,8 +245,10 @@ class Segmenter:
                 self._silence_samples += WINDOW
         events.append(SpeechAudio(w.samples, self._speech_end_sample,
                                   self.state == self.STOPPING))
-        if self.state == self.STOPPING and self._ms(self._silence_samples) >= cfg.stop_ms:
-            self._stop(events, end_ns, "silence")
+        stop_ms, why = self.turn_end if self.turn_end is not None else (cfg.stop_ms, "")
+        if self.state == self.STOPPING and self._ms(self._silence_samples) >= stop_ms:
+            self._stop(events, end_ns, "silence",
+                       turn=f"{stop_ms:.0f} ms of silence" + (f" after {why}" if why else ""))
         elif self._utt_samples >= cfg.max_utterance_s * SAMPLE_RATE:
             self._stop(events, end_ns, "max_length")
 
@@ -259,12 +269,13 @@ class Segmenter:
         self._silence_samples = 0
         self._starting = []
         self.state = self.SPEAKING
+        self.turn_end = None
         events.append(SpeechStart(self._speech_start_ns, decided_ns, audio, offset))
 
-    def _stop(self, events: list[object], decided_ns: int, reason: str) -> None:
+    def _stop(self, events: list[object], decided_ns: int, reason: str, turn: str = "") -> None:
         duration = max(0.0, (self._speech_end_ns - self._speech_start_ns) / 1e9)
         events.append(SpeechStop(self._speech_end_ns, decided_ns, duration, reason,
                                  discarded=duration * 1000.0 < self.config.min_speech_ms,
-                                 speech_end_sample=self._speech_end_sample))
+                                 speech_end_sample=self._speech_end_sample, turn=turn))
         self.state = self.QUIET
         self._silence_samples = 0

@@ -89,6 +89,8 @@ class Utterance:
     last_partial_speech_end: int = 0
     last_partial_time: float = 0.0
     partials: int = 0
+    # the end of the turn judged from the words up to a silence: (speech end sample, ms, why)
+    turn_end: tuple[int, float, str] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def append(self, audio: np.ndarray, speech_end_sample: int, in_silence: bool) -> None:
@@ -192,8 +194,8 @@ class AsrNode(Node):
         param("prime_with_schema", "hotwords", "give the recognizer the command schema's "
               "words (places, objects, action and stop words): hotwords, prompt "
               "(initial_prompt) or off")
-        param("schema_path", "", "command schema YAML for prime_with_schema; empty = the "
-              "installed share/locara_ros/config/commands.yaml")
+        param("schema_path", "", "command schema YAML (priming, end of turn from the words); "
+              "empty = the installed share/locara_ros/config/commands.yaml")
         param("server_url", "", "openai/chat_audio: base URL, e.g. http://gpu:8000/v1")
         param("api_key", "", "openai/chat_audio: bearer token (empty: none)")
         param("server_model", "", "openai/chat_audio: model name sent to the server")
@@ -215,7 +217,12 @@ class AsrNode(Node):
         param("vad_neg_threshold", 0.0, "probability below which a window is silence "
                                          "(0 = threshold - 0.15)")
         param("vad_start_ms", 96.0, "speech needed before SPEECH_STARTED")
-        param("vad_stop_ms", 400.0, "silence that ends an utterance")
+        param("vad_stop_ms", 400.0, "silence that ends an utterance (words not judged, or "
+                                    "neither complete nor trailing off)")
+        param("turn_end_complete_ms", 200.0, "silence that ends an utterance whose words so far "
+              "are a complete request (a sentence template matches, or a stop phrase)")
+        param("turn_end_incomplete_ms", 800.0, "silence that ends an utterance whose words "
+              "trail off mid-phrase ('go to the ...')")
         param("vad_min_speech_ms", 200.0, "shorter utterances are discarded (empty final)")
         param("vad_pre_roll_ms", 300.0, "audio kept before the speech start")
         param("max_utterance_s", 60.0, "an utterance is ended after this many seconds")
@@ -240,23 +247,29 @@ class AsrNode(Node):
         if d["prime_with_schema"] not in ("hotwords", "prompt", "off"):
             raise ValueError(f"prime_with_schema must be hotwords, prompt or off, got "
                              f"'{d['prime_with_schema']}'")
+        from locara_ros.core.command_schema import load_schema
+        from locara_ros.core.intents import recognizer_prompt
+        from locara_ros.core.turns import TurnEnd
+        path = d["schema_path"]
+        if not path:
+            from ament_index_python.packages import get_package_share_directory
+            path = f"{get_package_share_directory('locara_ros')}/config/commands.yaml"
+        schema = load_schema(path)  # SchemaError names file and line
         if d["prime_with_schema"] != "off":
-            from locara_ros.core.command_schema import load_schema
-            from locara_ros.core.intents import recognizer_prompt
-            path = d["schema_path"]
-            if not path:
-                from ament_index_python.packages import get_package_share_directory
-                path = f"{get_package_share_directory('locara_ros')}/config/commands.yaml"
-            words = recognizer_prompt(load_schema(path))  # SchemaError names file and line
+            words = recognizer_prompt(schema)
             if d["prime_with_schema"] == "prompt":
                 self.prompt = f"{self.prompt} {words}".strip()
             else:
                 self.hotwords = words
+        self.turn_end = TurnEnd(schema, d["turn_end_complete_ms"], d["vad_stop_ms"],
+                                d["turn_end_incomplete_ms"])
         self.partial_interval = float(d["partial_interval"])
         self.chunk_samples = int(d["chunk_seconds"] * SAMPLE_RATE)
         self.overlap_samples = int(d["chunk_overlap"] * SAMPLE_RATE)
         self.pad_samples = int(d["speech_pad_ms"] / 1000 * SAMPLE_RATE)
         self.stream_timeout = float(d["stream_timeout"])
+        # audio kept before the speech start (pre-roll): not speech for the partials' minimum
+        self._pre_roll = int(d["vad_pre_roll_ms"] / 1000 * SAMPLE_RATE)
         return d
 
     def _make_transcriber(self, p: dict[str, Any]) -> Transcriber:
@@ -431,6 +444,16 @@ class AsrNode(Node):
     def _feed_vad(self, samples: np.ndarray | None, stamp_ns: int) -> None:
         """Mic audio -> [echo guard] -> VAD. With echo cancelling, a chunk goes on once the
         robot's reference for it has arrived (EchoGuard.feed), so it may come out later."""
+        utt = self._active
+        if utt is not None and utt.turn_end is not None:
+            end_sample, ms, why = utt.turn_end
+            with utt.lock:
+                current = utt.speech_end_sample == end_sample and utt.in_silence
+            # only for the silence that the judged words end in (speech may have resumed)
+            if current and self.segmenter.turn_end != (ms, why):
+                self.segmenter.end_turn_after(ms, why)
+            elif not current and self.segmenter.turn_end is not None:
+                self.segmenter.turn_end = None
         if self.echo is None:
             if samples is not None:
                 self._handle(self.segmenter.feed(samples, stamp_ns))
@@ -470,7 +493,8 @@ class AsrNode(Node):
                 utt = self._active
                 if utt is None:
                     continue
-                detail = ev.reason + (" (too short, discarded)" if ev.discarded else "")
+                detail = ev.reason + (f": {ev.turn}" if ev.turn else "") + (
+                    " (too short, discarded)" if ev.discarded else "")
                 self.events_pub.publish(voice_event(
                     self, VoiceEvent.SPEECH_STOPPED, utterance_id=utt.id, value=ev.duration,
                     detail=detail, stamp_ns=ev.decided_ns))
@@ -498,7 +522,7 @@ class AsrNode(Node):
         # so the recognizer is never kept busy by partials when the final is due.
         if (self.partial_interval > 0 and not silent
                 and speech_end > utt.last_partial_speech_end
-                and n >= int(0.3 * SAMPLE_RATE)
+                and speech_end - self._pre_roll >= int(0.3 * SAMPLE_RATE)
                 and time.monotonic() - utt.last_partial_time >= self.partial_interval):
             return "partial", utt, n
         return None
@@ -564,6 +588,10 @@ class AsrNode(Node):
             return
         finally:
             utt.last_partial_time = time.monotonic()
+        if kind == "speculative" and utt.stop is None:
+            # the words up to this silence: a complete request ends the turn sooner
+            decision = self.turn_end.judge(result.text)
+            utt.turn_end = (end, decision.stop_ms, decision.why)
         # Still before the final (this thread publishes both), even if the VAD has meanwhile
         # decided the end: a hypothesis computed from the speech is worth showing.
         # A speculative result the VAD has meanwhile confirmed is the final itself (next job).

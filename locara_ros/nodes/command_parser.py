@@ -44,6 +44,7 @@ from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, VoiceEvent
 from locara_ros.nodes.common import (
     EVENTS_QOS,
     RELIABLE_QOS,
+    SERVICE_QOS,
     STREAM_QOS,
     announce_ready,
     declare,
@@ -227,8 +228,9 @@ class CommandParserNode(Node):
         self.create_subscription(VoiceEvent, "voice/events", self._on_event, EVENTS_QOS,
                                  callback_group=self._fast_group)
         self.create_service(ParseCommand, "voice/parse", self._on_parse,
-                            callback_group=self._service_group)
+                            qos_profile=SERVICE_QOS, callback_group=self._service_group)
         self.vision_client = self.create_client(AskVision, "vision/ask",
+                                                qos_profile=SERVICE_QOS,
                                                 callback_group=self._vision_group)
 
         self._jobs: queue.Queue[Any] = queue.Queue(maxsize=self.queue_size)
@@ -505,7 +507,9 @@ class CommandParserNode(Node):
         if not self.vision_enabled:
             return False, "", "vision disabled by parameter"
         name = self.vision_client.srv_name
-        if not self.vision_client.wait_for_service(timeout_sec=min(2.0, timeout)):
+        # a vlm that was never seen gets a moment (it may just have started); one that is
+        # known answers within the timeout
+        if not self.vision_client.wait_for_service(timeout_sec=min(4.0, timeout)):
             return False, "", f"service {name} is not available"
         done = threading.Event()
         future = self.vision_client.call_async(AskVision.Request(question=question))

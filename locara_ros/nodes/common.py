@@ -40,6 +40,11 @@ RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
 EVENTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
                         reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.VOLATILE)
+# Services (voice/parse, vision/ask, voice/stop): a burst of concurrent calls must all reach the
+# node to be answered (with a result, or "busy"); the default depth of 10 silently drops the rest.
+SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
 # voice/reply token stream: every chunk matters for the sentence splitter.
 STREAM_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200,
                         reliability=ReliabilityPolicy.RELIABLE,

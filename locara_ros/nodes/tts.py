@@ -36,6 +36,7 @@ from locara_ros.nodes.common import (
     EVENTS_QOS,
     LATCHED_QOS,
     RELIABLE_QOS,
+    SERVICE_QOS,
     STREAM_QOS,
     announce_ready,
     declare,
@@ -107,7 +108,7 @@ class TtsNode(Node):
                                  callback_group=self.data_group)
         self.create_subscription(VoiceEvent, "voice/events", self._on_event, EVENTS_QOS,
                                  callback_group=self.control_group)
-        self.create_service(Trigger, "voice/stop", self._on_stop,
+        self.create_service(Trigger, "voice/stop", self._on_stop, qos_profile=SERVICE_QOS,
                             callback_group=self.control_group)
         self.create_timer(0.02, self._check_barge_in, callback_group=self.control_group)
         for err in startup_errors:

@@ -22,7 +22,14 @@ from locara_ros.core.backends.openai_http import BackendError
 from locara_ros.core.backends.vision import CHAT_HANDLERS, make_vision_model
 from locara_ros.core.vision import CompressedFrame, Frame, FrameError, RawFrame, frame_to_rgb
 from locara_ros.msg import VoiceEvent
-from locara_ros.nodes.common import EVENTS_QOS, SENSOR_QOS, announce_ready, declare, run_node
+from locara_ros.nodes.common import (
+    EVENTS_QOS,
+    SENSOR_QOS,
+    SERVICE_QOS,
+    announce_ready,
+    declare,
+    run_node,
+)
 from locara_ros.nodes.failover import backend_name, served_by, with_failover
 from locara_ros.srv import AskVision
 
@@ -109,7 +116,7 @@ class VlmNode(Node):
         if p["subscribe_compressed"]:
             self.create_subscription(CompressedImage, "camera/image_raw/compressed",
                                      self._on_compressed, SENSOR_QOS, callback_group=camera_group)
-        self.create_service(AskVision, "vision/ask", self._on_ask,
+        self.create_service(AskVision, "vision/ask", self._on_ask, qos_profile=SERVICE_QOS,
                             callback_group=ReentrantCallbackGroup())
         self._worker.start()  # last, so a failing constructor leaves no thread behind
         announce_ready(self, f"vlm ({backend_name(self.model)})", load_seconds)

@@ -15,9 +15,10 @@ stands in for the physical path robot loudspeaker -> air -> microphone:
 * ``user_wav``: a person's utterance (a WAV made by the test with test/support/speech.py) mixed
   in at ``user_offset`` seconds after the robot starts a turn (its first audio/tts sample after at
   least ``turn_gap`` s of silence), at ``user_gain_db``, in the turns listed in ``user_turns``
-  ("all", or e.g. "2" or "2,3"). For every one it publishes the capture time of the user's speech
-  onset (first 10 ms frame within 30 dB of the utterance's loudest) on ``room/user_onset``
-  (std_msgs/Header: stamp = onset, frame_id = "turn-<n>") and logs it.
+  ("all", or e.g. "2" or "2,3"); several WAVs (comma separated) are played one per turn, in turn.
+  For every one it publishes the capture time of the user's speech onset (first 10 ms frame
+  within 30 dB of the utterance's loudest) on ``room/user_onset`` and of the end of the voice on
+  ``room/user_end`` (std_msgs/Header: stamp = that time, frame_id = "turn-<n>") and logs it.
 
 Run it as ``python room.py --ros-args -p echo_delay_ms:=80.0 -p user_wav:=/tmp/u.wav ...``.
 With ``record_wav`` set, the mic stream (left) and the loudspeaker signal at its play time
@@ -128,13 +129,15 @@ class Room(Node):
         self.turn_gap = int(p("turn_gap", 1.0, "tts silence that separates robot turns [s]")
                             * RATE)
         self.record_path = p("record_wav", "", "write the mic stream to this WAV at shutdown")
-        wav = p("user_wav", "", "the user's utterance (WAV), mixed in during robot turns")
-        self.user = None
-        if wav:
+        wav = p("user_wav", "", "the user's utterance (WAV), mixed in during robot turns; "
+                                "several, comma separated: turn n plays the n-th (cycling)")
+        self.users: list[tuple[np.ndarray, int, int]] = []  # (audio, onset, end of voice)
+        for path in [w for w in str(wav).split(",") if w]:
             import soundfile as sf
-            data, rate = sf.read(wav, dtype="float32", always_2d=True)
-            self.user = resample(data.mean(axis=1), rate, RATE) * np.float32(user_gain)
-            self.user_onset_offset = speech_onset(self.user)
+            data, rate = sf.read(path, dtype="float32", always_2d=True)
+            audio = resample(data.mean(axis=1), rate, RATE) * np.float32(user_gain)
+            self.users.append((audio, speech_onset(audio),
+                               audio.size - speech_onset(audio[::-1].copy())))
 
         self.lock = threading.Lock()
         self.tts = _Timeline()
@@ -149,6 +152,7 @@ class Room(Node):
         self.mic_pub = self.create_publisher(AudioDataStamped, "audio/mic", AUDIO_QOS)
         self.info_pub = self.create_publisher(AudioInfo, "audio/mic/info", LATCHED_QOS)
         self.onset_pub = self.create_publisher(Header, "room/user_onset", RELIABLE_QOS)
+        self.end_pub = self.create_publisher(Header, "room/user_end", RELIABLE_QOS)
         self.info_pub.publish(AudioInfo(channels=1, sample_rate=RATE, sample_format="S16LE",
                                         bitrate=MIC_FORMAT.bitrate, coding_format="wave"))
         self.create_subscription(AudioInfo, "audio/tts/info", self._on_tts_info, LATCHED_QOS)
@@ -193,14 +197,18 @@ class Room(Node):
         self.turn_end = start
         t = start * NS // RATE
         self.get_logger().info(f"robot turn {self.turn} starts at {t / 1e9:.3f}")
-        if self.user is None or (self.user_turns is not None and self.turn not in self.user_turns):
+        if not self.users or (self.user_turns is not None and self.turn not in self.user_turns):
             return
+        audio, onset, end = self.users[(self.turn - 1) % len(self.users)]
         at = start + int(self.user_offset * RATE)
-        self.scheduled.append((at, self.user))
-        onset_ns = (at + self.user_onset_offset) * NS // RATE
+        self.scheduled.append((at, audio))
+        onset_ns = (at + onset) * NS // RATE
         msg = Header(frame_id=f"turn-{self.turn}")
         msg.stamp = ns_to_stamp(onset_ns)
         self.onset_pub.publish(msg)
+        done = Header(frame_id=f"turn-{self.turn}")
+        done.stamp = ns_to_stamp((at + end) * NS // RATE)
+        self.end_pub.publish(done)
         self.get_logger().info(f"turn {self.turn}: user speech onset at {onset_ns / 1e9:.3f}")
 
     # ------------------------------------------------------------------ microphone

@@ -142,10 +142,15 @@ class FasterWhisperTranscriber(Transcriber):
         t0 = time.monotonic()
         if self.english_only:
             language = "en"
+        # One greedy pass, and no more text than speech can hold: on a short or noisy clip
+        # Whisper may loop, and its temperature fallback decodes up to six times (seen: 6 s for
+        # 0.4 s of audio, which stalled the partials behind it).
+        seconds = x.size / 16000
         segments_iter, info = self.model.transcribe(
             x, language=language or None, beam_size=self.beam_size,
             initial_prompt=prompt or None, condition_on_previous_text=False,
-            without_timestamps=True, vad_filter=False, hotwords=self.hotwords or None)
+            without_timestamps=True, vad_filter=False, hotwords=self.hotwords or None,
+            temperature=0.0, max_new_tokens=min(440, int(12 + 8 * seconds)))
         segments = [Segment(float(s.start), float(s.end), s.text, float(s.avg_logprob),
                             len(s.tokens), float(s.no_speech_prob)) for s in segments_iter]
         return TranscriptionResult(
