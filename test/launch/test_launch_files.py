@@ -84,7 +84,9 @@ def test_on_robot_hears_the_sample_and_commands(ros):
                "{text: 'turn left ninety degrees'}")
     assert call.returncode == 0, call.stderr
     assert "action='turn'" in call.stdout and "angle_deg" in call.stdout, call.stdout
-    described = run("ros2", "param", "describe", "/command_parser", "templates")
+    # A fresh CLI process discovers the graph anew: give it time (default 1 s) on a busy machine.
+    described = run("ros2", "param", "describe", "--timeout", "30", "/command_parser",
+                    "templates")
     assert described.returncode == 0 and "sentence templates" in described.stdout, described
     node = ros.node("launch_test_talker")
     pub = node.create_publisher(Transcript, "/voice/transcript", RELIABLE_QOS)
