@@ -201,3 +201,17 @@ def test_speech_budget_drops_sentences(engine):
     wait_until(lambda: rec.of("error") and not sp.busy, 20, what="budget error")
     assert "budget" in rec.of("error")[0][2]
     assert 0.5 < rec.audio_seconds(16000) <= 2.5
+
+
+def test_callback_sink_keeps_the_cap_through_resampling():
+    """A signal clipped to the cap overshoots it when resampled (Gibbs ripple at the clipped
+    edges): the sink clips again after resampling."""
+    t = np.arange(22050) / 22050
+    capped = np.clip(np.sign(np.sin(2 * np.pi * 220 * t)), -0.25, 0.25).astype(np.float32) * 1.0
+    for peak, within in ((1.0, False), (0.25, True)):
+        out = []
+        sink = CallbackSink(lambda x, _t: out.append(x), 22050, 16000, peak=peak)
+        for i in range(0, capped.size, 1024):
+            sink.write(capped[i:i + 1024], i / 22050)
+        top = float(np.abs(np.concatenate(out)).max())
+        assert (top <= 0.25) == within, top

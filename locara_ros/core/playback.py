@@ -97,14 +97,15 @@ class CallbackSink(AudioSink):
     name = "topic"
 
     def __init__(self, emit: Callable[[np.ndarray, float], None], rate_in: int,
-                 rate_out: int = 0) -> None:
+                 rate_out: int = 0, peak: float = 1.0) -> None:
         self.emit = emit
         self.rate_out = int(rate_out) or int(rate_in)
+        self.peak = float(peak)  # resampling overshoots a clipped input: clip again after it
         self._resampler = _TimedResampler(rate_in, self.rate_out)
 
     def write(self, samples: np.ndarray, play_time: float) -> None:
         for out, t in self._resampler.process(samples, play_time):
-            self.emit(out, t)
+            self.emit(np.clip(out, -self.peak, self.peak), t)
 
     def flush(self) -> None:
         self._resampler.reset()
@@ -122,7 +123,8 @@ class DeviceSink(AudioSink):
     name = "device"
 
     def __init__(self, rate_in: int, device: str = "", rate: int = 0, channels: int = 1,
-                 latency: float | str = "low") -> None:
+                 latency: float | str = "low", peak: float = 1.0) -> None:
+        self.peak = float(peak)  # resampling overshoots a clipped input: clip again after it
         try:
             import sounddevice as sd
         except (ImportError, OSError) as e:  # OSError: libportaudio missing
@@ -156,7 +158,7 @@ class DeviceSink(AudioSink):
         return "; ".join(devs) if devs else "none"
 
     def write(self, samples: np.ndarray, play_time: float) -> None:
-        out = self._resampler.process(samples)
+        out = np.clip(self._resampler.process(samples), -self.peak, self.peak)
         if not out.size:
             return
         frames = np.repeat(out[:, None], self.channels, axis=1) if self.channels > 1 \

@@ -78,10 +78,11 @@ class TtsNode(Node):
                                             sample_format="S16LE", bitrate=fmt.bitrate,
                                             coding_format="wave"))
             sinks.append(CallbackSink(self._publish_audio, self.synth.sample_rate,
-                                      self.output_rate))
+                                      self.output_rate, peak=p["max_volume"]))
         if p["play_on_device"]:
             try:
-                sinks.append(DeviceSink(self.synth.sample_rate, p["device"], p["device_rate"]))
+                sinks.append(DeviceSink(self.synth.sample_rate, p["device"], p["device_rate"],
+                                        peak=p["max_volume"]))
             except PlaybackError as e:
                 if not sinks:
                     raise PlaybackError(f"{e}; with publish_audio=false there is no output "
