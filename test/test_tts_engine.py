@@ -209,8 +209,8 @@ def test_callback_sink_keeps_the_cap_through_resampling():
     t = np.arange(22050) / 22050
     capped = np.clip(np.sign(np.sin(2 * np.pi * 220 * t)), -0.25, 0.25).astype(np.float32) * 1.0
     for peak, within in ((1.0, False), (0.25, True)):
-        out = []
-        sink = CallbackSink(lambda x, _t: out.append(x), 22050, 16000, peak=peak)
+        out: list[np.ndarray] = []
+        sink = CallbackSink(lambda x, _t, out=out: out.append(x), 22050, 16000, peak=peak)
         for i in range(0, capped.size, 1024):
             sink.write(capped[i:i + 1024], i / 22050)
         top = float(np.abs(np.concatenate(out)).max())
