@@ -181,7 +181,11 @@ def test_flood_of_large_frames_keeps_memory_bounded(vlm, procs, support_dir, ask
         # Bursts of 600 full-HD bgr8 frames (6 MB each) as fast as they can be sent, until the
         # node has taken in at least 40 of them (250 MB). Best-effort DDS drops most of a burst
         # on the way (fragments overflow socket/shared-memory buffers); the rest loads the node.
-        for burst in range(4):
+        # How many get through depends on the machine's load: burst until 40 did (or 2 min).
+        deadline = time.monotonic() + 120
+        for burst in range(12):
+            if time.monotonic() > deadline:
+                break
             first = 5000 + 1000 * burst
             pub = publish(procs, support_dir, "bgr8", first, count=600, period=0.0, width=1920,
                           height=1080)
@@ -205,8 +209,8 @@ def test_flood_of_large_frames_keeps_memory_bounded(vlm, procs, support_dir, ask
     assert growth_mb < 150, f"vlm RSS grew by {growth_mb:.0f} MB taking in {big} frames"
     assert reply.success and reply.message == "ok" and vlm.alive
     # Still serving afterwards: a new small frame replaces the big one.
-    publish(procs, support_dir, "rgb8", 9000, count=1)
-    ask_until_stamp(ask, 9000)
+    publish(procs, support_dir, "rgb8", 30000, count=1)
+    ask_until_stamp(ask, 30000)
 
 
 def test_rejects_bad_questions_bad_frames_and_stale_frames(tiny_vlm, procs, support_dir, asker):
