@@ -98,7 +98,8 @@ def main() -> int:
             edits = total = exact = dangerous = 0
             t0 = time.monotonic()
             for item in items:
-                heard = whisper.transcribe(audio[(voice, item["text"])], "en", prompt).text
+                result = whisper.transcribe(audio[(voice, item["text"])], "en", prompt)
+                heard = result.text
                 e, n = wer(normalize_text(item["text"]).split(), normalize_text(heard).split())
                 edits, total = edits + e, total + n
                 out = parser.parse(heard, use_history=False)
@@ -111,7 +112,8 @@ def main() -> int:
                 exact += ok
                 dangerous += moves and not ok
                 rows.append({"voice": voice, "priming": priming, "text": item["text"],
-                             "heard": heard, "got": [action, args_], "exact": ok})
+                             "heard": heard, "confidence": round(result.confidence, 3),
+                             "got": [action, args_], "exact": ok, "moves": bool(moves)})
             noise_text = [whisper.transcribe(noise(2.0, 16000, -55.0, seed=s), "en",
                                              prompt).text for s in range(3)]
             table.append({"voice": voice, "priming": priming, "n": len(items),

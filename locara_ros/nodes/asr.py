@@ -108,6 +108,26 @@ class Utterance:
         return data[:end]
 
 
+# Parameter ranges (inclusive) and allowed words; a value outside stops the node at start-up.
+_LIMITS = {
+    "beam_size": (1, 16), "threads": (0, 256), "server_timeout": (0.1, 3600.0),
+    "retry_interval": (0.1, 3600.0), "partial_interval": (0.0, 10.0),
+    "chunk_seconds": (2.0, 30.0), "chunk_overlap": (0.0, 10.0), "speech_pad_ms": (0.0, 2000.0),
+    "vad_threshold": (0.01, 0.99), "vad_neg_threshold": (0.0, 0.99),
+    "vad_start_ms": (0.0, 2000.0), "vad_stop_ms": (32.0, 10000.0),
+    "turn_end_complete_ms": (32.0, 10000.0), "turn_end_incomplete_ms": (32.0, 10000.0),
+    "vad_min_speech_ms": (0.0, 10000.0), "vad_pre_roll_ms": (0.0, 5000.0),
+    "max_utterance_s": (1.0, 3600.0), "stream_timeout": (0.05, 60.0),
+    "input_sample_rate": (8000, 384000), "queue_size": (1, 100000),
+}
+_CHOICES = {
+    "backend": ("faster_whisper", "openai", "chat_audio"),
+    "prime_with_schema": ("hotwords", "prompt", "off"),
+    "echo_mode": ("off", "reference", "half_duplex"),  # half_duplex: refused with its reason
+    "fallback": ("", "faster_whisper"),
+}
+
+
 class AsrNode(Node):
     def __init__(self) -> None:
         super().__init__("asr")
@@ -179,7 +199,9 @@ class AsrNode(Node):
         d = {}
 
         def param(name, default, description):
-            d[name] = declare(self, name, default, description)
+            # everything here is read at start-up: read-only, so `ros2 param set` says so
+            d[name] = declare(self, name, default, description, limits=_LIMITS.get(name),
+                              choices=_CHOICES.get(name))
 
         param("backend", "faster_whisper",
               "faster_whisper (local), openai (/audio/transcriptions) or chat_audio "

@@ -97,10 +97,24 @@ class _ReplyStream:
         self.closed = final
 
 
+# Parameter ranges (inclusive); a value outside stops the node at start-up with the reason.
+_LIMITS = {
+    "n_ctx": (256, 131072), "n_threads": (0, 256), "request_timeout_s": (0.1, 3600.0),
+    "retry_interval": (0.1, 3600.0), "history_turns": (0, 100), "few_shot": (-1, 10000),
+    "few_shot_similar": (0, 100), "min_action_prob": (0.0, 1.0), "reply_max_chars": (10, 10000),
+    "max_tokens": (1, 8192), "temperature": (0.0, 2.0), "generation_timeout_s": (0.1, 3600.0),
+    "vision_timeout_s": (0.1, 600.0), "confirmation_timeout_s": (0.1, 3600.0),
+    "max_text_chars": (1, 100000), "queue_size": (1, 1000), "service_timeout_s": (0.1, 3600.0),
+    "parse_concurrency": (1, 64),
+}
+
+
 class CommandParserNode(Node):
     def __init__(self) -> None:
         super().__init__("command_parser")
-        p = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
+        def p(name: str, default: Any, description: str) -> Any:
+            # read at start-up only: read-only, so `ros2 param set` says so
+            return declare(self, name, default, description, limits=_LIMITS.get(name))
         schema_path = p("schema_path", "", "Command schema YAML; empty = the installed "
                         "share/locara_ros/config/commands.yaml")
         backend = p("backend", "llama_cpp", "Model for what no sentence template decides: "

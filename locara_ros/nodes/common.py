@@ -1,6 +1,7 @@
 """Shared plumbing for locara_ros nodes: QoS profiles, parameters, ready log, main()."""
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any, Callable, Sequence
 
@@ -16,7 +17,8 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 
 # The marker test helpers wait for (locara_ros.testing.processes.READY_MARKER).
 READY_MARKER = "locara:ready"
@@ -52,14 +54,56 @@ STREAM_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200,
 
 
 def declare(node: Node, name: str, default: Any, description: str, *,
-            read_only: bool = False) -> Any:
-    """Declare one parameter with a description and return its value."""
+            read_only: bool = True, limits: tuple[float, float] | None = None,
+            choices: Sequence[str] | None = None) -> Any:
+    """Declare one parameter with a description, validate its value and return it.
+
+    Parameters are read-only unless the node applies changes at run time (``read_only=False``):
+    ``ros2 param set`` on one that is only read at start-up is refused instead of reporting a
+    success that changes nothing. ``limits`` (inclusive; ints or floats, as the default) go into
+    the descriptor, so rclpy refuses values outside them, NaN and infinity both at start-up and on
+    a later set; float parameters without limits must still be finite. ``choices`` are the
+    allowed strings. A bad value raises ``ValueError`` naming the parameter, the value and what
+    is allowed, so the node stops at start-up with the reason.
+    """
     descriptor = ParameterDescriptor(description=description, read_only=read_only)
+    if limits is not None:
+        lo, hi = limits
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            raise TypeError(f"limits need a numeric parameter, {name} is {type(default)}")
+        if isinstance(default, int):
+            descriptor.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi),
+                                                     step=0)]
+        else:
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=float(lo), to_value=float(hi), step=0.0)]
+        descriptor.additional_constraints = f"in [{lo}, {hi}]"
+    if choices is not None:
+        descriptor.additional_constraints = "one of: " + ", ".join(choices)
     if isinstance(default, list) and not default:
         # An empty list has no element type; declare it as a string array.
         descriptor.type = Parameter.Type.STRING_ARRAY.value
         return node.declare_parameter(name, Parameter.Type.STRING_ARRAY, descriptor).value or []
-    return node.declare_parameter(name, default, descriptor).value
+    try:
+        value = node.declare_parameter(name, default, descriptor).value
+    except (InvalidParameterValueException, InvalidParameterTypeException) as e:
+        allowed = f" (allowed: {descriptor.additional_constraints})" \
+            if descriptor.additional_constraints else ""
+        raise ValueError(f"parameter {name}: {e}{allowed}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"parameter {name} must be a finite number, got {value}")
+    if choices is not None and value not in choices:
+        raise ValueError(f"parameter {name} must be one of {', '.join(choices)}; "
+                         f"got '{value}'")
+    return value
+
+
+def refuse_nonsense(params: Sequence[Any]) -> str:
+    """For an on-set callback: why a float value cannot be set (NaN, infinity), or ""."""
+    for prm in params:
+        if isinstance(prm.value, float) and not math.isfinite(prm.value):
+            return f"{prm.name} must be a finite number, got {prm.value}"
+    return ""
 
 
 def announce_ready(node: Node, what: str, load_seconds: float | None = None) -> None:

@@ -37,6 +37,16 @@ from locara_ros.nodes.common import (
 SOURCES = ("device", "file", "wyoming")
 
 
+# Parameter ranges (inclusive); a value outside stops the node at start-up with the reason.
+_LIMITS = {
+    "sample_rate": (8000, 384000), "chunk_ms": (5.0, 1000.0), "channel": (-1, 1024),
+    "gain_db": (-60.0, 60.0), "lead_silence": (0.0, 3600.0), "trail_silence": (0.0, 3600.0),
+    "wait_for_subscribers": (0, 1000), "subscriber_timeout": (0.0, 86400.0),
+    "device_sample_rate": (0, 384000), "device_channels": (0, 1024), "block_ms": (1.0, 1000.0),
+    "retry_initial": (0.01, 3600.0), "retry_max": (0.01, 86400.0), "wyoming_port": (0, 65535),
+}
+
+
 class MicCaptureNode(Node):
     def __init__(self) -> None:
         super().__init__("mic_capture")
@@ -102,7 +112,8 @@ class MicCaptureNode(Node):
         d = {}
 
         def param(name, default, description):
-            d[name] = declare(self, name, default, description)
+            # read at start-up only: read-only, so `ros2 param set` says so
+            d[name] = declare(self, name, default, description, limits=_LIMITS.get(name))
 
         param("source", "device", "device (PortAudio), file (WAV/FLAC) or wyoming (network mic)")
         param("sample_rate", 16000, "output rate of audio/mic [Hz]")

@@ -7,6 +7,7 @@ voice/events; voice/stop stops at once. See the README (tts).
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, List
 
@@ -47,7 +48,33 @@ from locara_ros.nodes.common import (
 )
 
 # Parameters that may change while the node runs (everything else needs a restart).
-_DYNAMIC = ("speaker_enabled", "volume", "barge_in", "barge_in_min_speech")
+_DYNAMIC = {"speaker_enabled": bool, "volume": (0.0, 10.0), "barge_in": bool,
+            "barge_in_min_speech": (0.0, 10.0)}
+
+_LIMITS = {  # start-up parameters with a range (inclusive)
+    "speaker_id": (-1, 10000), "length_scale": (0.0, 10.0), "output_rate": (0, 384000),
+    "device_rate": (0, 384000), "chunk_ms": (5.0, 200.0), "lead_ms": (0.0, 1000.0),
+    "max_volume": (0.001, 1.0), "max_speech_seconds": (0.0, 1e6),
+    "speech_window_seconds": (1.0, 1e6), "max_sentence_chars": (20, 100000),
+    "max_text_chars": (1, 1000000), "reply_timeout": (0.1, 3600.0),
+}
+
+
+def _refusal(prm: Any) -> str:
+    """Why a run-time change of this parameter is refused, or ""."""
+    kind = _DYNAMIC.get(prm.name)
+    if kind is None:
+        return f"{prm.name} is fixed at start-up; restart the node"
+    value = prm.value
+    if kind is bool:
+        return "" if isinstance(value, bool) else f"{prm.name} must be true or false, " \
+                                                  f"got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{prm.name} must be a number, got {value!r}"
+    lo, hi = kind
+    if not (math.isfinite(value) and lo <= value <= hi):
+        return f"{prm.name} must be in [{lo}, {hi}], got {value}"
+    return ""
 
 
 class TtsNode(Node):
@@ -121,8 +148,11 @@ class TtsNode(Node):
     def _declare_parameters(self) -> dict:
         d = {}
 
-        def param(name: str, default: Any, description: str, read_only: bool = False) -> None:
-            d[name] = declare(self, name, default, description, read_only=read_only)
+        def param(name: str, default: Any, description: str) -> None:
+            dynamic = _DYNAMIC.get(name)
+            limits = dynamic if isinstance(dynamic, tuple) else _LIMITS.get(name)
+            d[name] = declare(self, name, default, description, read_only=dynamic is None,
+                              limits=limits)
 
         param("voice", "", "Piper voice .onnx path (its .onnx.json beside it); "
                            "empty = packaged en_US-joe-medium")
@@ -139,11 +169,11 @@ class TtsNode(Node):
         param("lead_ms", 40.0, "how far ahead of its play time a chunk is released, ms")
         param("speaker_enabled", True, "false mutes the robot: text is dropped and logged")
         param("volume", 1.0, "output gain (capped at max_volume)")
-        param("max_volume", 1.0, "hard cap on gain and sample amplitude (0..1]", True)
+        param("max_volume", 1.0, "hard cap on gain and sample amplitude (0..1]")
         param("max_speech_seconds", 120.0,
               "at most this much speech per speech_window_seconds; beyond it sentences are "
-              "dropped with an ERROR event", True)
-        param("speech_window_seconds", 60.0, "window of the speech-time budget, s", True)
+              "dropped with an ERROR event")
+        param("speech_window_seconds", 60.0, "window of the speech-time budget, s")
         param("barge_in", True, "stop speaking when the user talks (SPEECH_STARTED)")
         param("barge_in_min_speech", 0.2, "user speech must last this long (s, from its onset) "
                                           "before it interrupts; shorter sounds (a cough) do not")
@@ -205,15 +235,12 @@ class TtsNode(Node):
         return response
 
     def _on_set_parameters(self, params: list) -> SetParametersResult:
+        # Checked before anything is applied; a value of the wrong type or NaN is refused with
+        # a reason (it must never raise here: that would take the node down).
         for prm in params:
-            if prm.name not in _DYNAMIC:
-                return SetParametersResult(
-                    successful=False, reason=f"{prm.name} is fixed at start-up; restart the node")
-            if prm.name == "volume" and not 0.0 <= float(prm.value) <= 10.0:
-                return SetParametersResult(successful=False, reason="volume must be in [0, 10]")
-            if prm.name == "barge_in_min_speech" and not 0.0 <= float(prm.value) <= 10.0:
-                return SetParametersResult(successful=False,
-                                           reason="barge_in_min_speech must be in [0, 10] s")
+            why = _refusal(prm)
+            if why:
+                return SetParametersResult(successful=False, reason=why)
         for prm in params:
             if prm.name == "speaker_enabled":
                 self.gate.enabled = bool(prm.value)

@@ -62,6 +62,16 @@ class _Job:
     backend: str = ""
 
 
+# Parameter ranges (inclusive); a value outside stops the node at start-up with the reason.
+_LIMITS = {
+    "n_ctx": (512, 131072), "n_threads": (0, 256), "n_gpu_layers": (-1, 1000),
+    "server_timeout": (0.1, 3600.0), "retry_interval": (0.1, 3600.0), "image_size": (0, 8192),
+    "jpeg_quality": (1, 100), "temperature": (0.0, 2.0), "max_frame_age": (0.0, 3600.0),
+    "max_question_chars": (1, 100000), "max_tokens": (1, 8192), "max_tokens_limit": (1, 32768),
+    "max_queue": (1, MAX_QUEUE_LIMIT), "request_timeout": (0.1, 3600.0),
+}
+
+
 class VlmNode(Node):
     def __init__(self) -> None:
         super().__init__("vlm")
@@ -155,7 +165,9 @@ class VlmNode(Node):
             ("subscribe_compressed", True,
              "subscribe camera/image_raw/compressed (sensor_msgs/CompressedImage)"),
         ]
-        return {name: declare(self, name, default, text) for name, default, text in d}
+        # read at start-up only: read-only, so `ros2 param set` says so
+        return {name: declare(self, name, default, text, limits=_LIMITS.get(name))
+                for name, default, text in d}
 
     # ------------------------------------------------------------------ camera (cheap)
     def _on_image(self, msg: Image) -> None:
