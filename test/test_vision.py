@@ -24,6 +24,7 @@ from locara_ros.core.vision import (
     FrameError,
     RawFrame,
     data_uri,
+    declared_size,
     fit_size,
     frame_to_rgb,
     resize_to_fit,
@@ -99,10 +100,51 @@ def test_bad_frames_are_refused_by_the_cheap_check_with_the_reason(frame, reason
 
 def test_a_broken_jpeg_body_passes_the_check_and_fails_decoding():
     jpeg, _ = encode(SCENE, "jpeg")
-    broken = CompressedFrame(jpeg[:16] + bytes(len(jpeg) - 16), "jpeg")
+    scan = jpeg.index(b"\xff\xda") + 4  # headers intact (the size is readable), scan zeroed
+    broken = CompressedFrame(jpeg[:scan] + bytes(len(jpeg) - scan), "jpeg")
     broken.check()
     with pytest.raises(FrameError, match="cannot decode the JPEG image"):
         frame_to_rgb(broken)
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A valid PNG of a few hundred bytes whose header declares width x height pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = zlib.compress(bytes(1 + 3 * width) * 4, 9)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body)
+            + chunk(b"IEND", b""))
+
+
+def test_declared_size_is_read_from_the_header_without_decoding():
+    for fmt in ("jpeg", "png"):
+        data, _ = encode(SCENE, fmt)
+        assert declared_size(data) == (SCENE.shape[1], SCENE.shape[0])
+    ok, progressive = cv2.imencode(".jpg", np.zeros((30, 50, 3), np.uint8),
+                                   [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert declared_size(progressive.tobytes()) == (50, 30)
+    assert declared_size(_png_declaring(20000, 20000)) == (20000, 20000)
+    assert declared_size(b"\xff\xd8\xff\xe0\x00") is None
+
+
+def test_a_small_file_declaring_a_huge_image_is_refused_before_decoding():
+    bomb = CompressedFrame(_png_declaring(20000, 20000), "png")
+    assert len(bomb.data) < 2000
+    with pytest.raises(FrameError, match="20000x20000 pixels .* over the limit"):
+        bomb.check()
+    with pytest.raises(FrameError, match="over the limit"):
+        frame_to_rgb(bomb)
+    with pytest.raises(FrameError, match="over the limit"):
+        RawFrame(bytes(W * H * 3), W, H, "rgb8", W * 3, max_pixels=W * H - 1).check()
+    RawFrame(bytes(W * H * 3), W, H, "rgb8", W * 3, max_pixels=W * H).check()
+    # a header cut short is refused too (nothing says how big it would be)
+    with pytest.raises(FrameError, match="does not say the image size"):
+        CompressedFrame(b"\x89PNG\r\n\x1a\n" + bytes(4), "png").check()
 
 
 def test_resize_keeps_aspect_and_never_enlarges():

@@ -34,6 +34,9 @@ RAW_ENCODINGS = {
 }
 # Anything bigger is refused before it is touched (a 16k x 16k frame is a bug, not a camera).
 MAX_SIDE = 16384
+# Largest frame decoded (width x height, as declared in the header): a small PNG can declare
+# 20000 x 20000 pixels and take 1.2 GB once decoded. 4K is 8.3 MP; the vlm's `max_pixels`.
+MAX_PIXELS = 50_000_000
 # CompressedImage payloads we decode, recognised by their signature (the format string is free
 # text, e.g. "jpeg", "png", "bgr8; jpeg compressed bgr8").
 _SIGNATURES = {"jpeg": b"\xff\xd8\xff", "png": b"\x89PNG\r\n\x1a\n"}
@@ -53,6 +56,7 @@ class RawFrame:
     encoding: str
     step: int
     is_bigendian: bool = False
+    max_pixels: int = MAX_PIXELS
 
     def check(self) -> None:
         """Constant-time checks; FrameError when the frame cannot be converted."""
@@ -62,6 +66,7 @@ class RawFrame:
                              f"(supported: {', '.join(RAW_ENCODINGS)}, or JPEG/PNG compressed)")
         if not (0 < self.width <= MAX_SIDE and 0 < self.height <= MAX_SIDE):
             raise FrameError(f"bad image size {self.width}x{self.height}")
+        _check_pixels(self.width, self.height, self.max_pixels)
         channels, depth = RAW_ENCODINGS[enc]
         row = self.width * channels * depth
         if self.step < row:
@@ -80,6 +85,7 @@ class CompressedFrame:
 
     data: object
     format: str = ""
+    max_pixels: int = MAX_PIXELS
 
     @property
     def kind(self) -> str:
@@ -99,6 +105,56 @@ class CompressedFrame:
             head = bytes(memoryview(self.data)[:4]).hex()
             raise FrameError(f"compressed image is neither JPEG nor PNG (format '{self.format}', "
                              f"first bytes {head})")
+        size = declared_size(self.data)
+        if size is None:
+            raise FrameError(f"the {self.kind.upper()} header does not say the image size "
+                             f"({_nbytes(self.data)} bytes): truncated or corrupt")
+        _check_pixels(*size, self.max_pixels)
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise FrameError(f"image of {width}x{height} pixels ({width * height / 1e6:.1f} MP) is "
+                         f"over the limit of {max_pixels / 1e6:.1f} MP (vlm parameter "
+                         "max_pixels); not decoded")
+
+
+# JPEG start-of-frame markers (baseline, progressive, lossless, ...): not DHT, JPG, DAC.
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def declared_size(data: object) -> tuple[int, int] | None:
+    """(width, height) a PNG or JPEG header declares, read without decoding; None if absent."""
+    b = bytes(memoryview(data)[:64]) if _nbytes(data) else b""
+    if b.startswith(_SIGNATURES["png"]):
+        if len(b) >= 24 and b[12:16] == b"IHDR":
+            return int.from_bytes(b[16:20], "big"), int.from_bytes(b[20:24], "big")
+        return None
+    if not b.startswith(b"\xff\xd8"):
+        return None
+    view = memoryview(data).cast("B")  # type: ignore[arg-type]
+    i, n = 2, len(view)
+    while i + 4 <= n:
+        if view[i] != 0xFF:
+            return None
+        marker = view[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # no length
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        length = (view[i + 2] << 8) | view[i + 3]
+        if marker in _SOF:
+            if i + 9 > n:
+                return None
+            height = (view[i + 5] << 8) | view[i + 6]
+            width = (view[i + 7] << 8) | view[i + 8]
+            return width, height
+        i += 2 + length
+    return None
 
 
 Frame = Union[RawFrame, CompressedFrame]

@@ -20,7 +20,14 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from locara_ros.core.backends.openai_http import BackendError
 from locara_ros.core.backends.vision import CHAT_HANDLERS, make_vision_model
-from locara_ros.core.vision import CompressedFrame, Frame, FrameError, RawFrame, frame_to_rgb
+from locara_ros.core.vision import (
+    MAX_PIXELS,
+    CompressedFrame,
+    Frame,
+    FrameError,
+    RawFrame,
+    frame_to_rgb,
+)
 from locara_ros.msg import VoiceEvent
 from locara_ros.nodes.common import (
     EVENTS_QOS,
@@ -66,7 +73,8 @@ class _Job:
 _LIMITS = {
     "n_ctx": (512, 131072), "n_threads": (0, 256), "n_gpu_layers": (-1, 1000),
     "server_timeout": (0.1, 3600.0), "retry_interval": (0.1, 3600.0), "image_size": (0, 8192),
-    "jpeg_quality": (1, 100), "temperature": (0.0, 2.0), "max_frame_age": (0.0, 3600.0),
+    "jpeg_quality": (1, 100), "max_pixels": (1, 1_000_000_000), "temperature": (0.0, 2.0),
+    "max_frame_age": (0.0, 3600.0),
     "max_question_chars": (1, 100000), "max_tokens": (1, 8192), "max_tokens_limit": (1, 32768),
     "max_queue": (1, MAX_QUEUE_LIMIT), "request_timeout": (0.1, 3600.0),
 }
@@ -76,6 +84,7 @@ class VlmNode(Node):
     def __init__(self) -> None:
         super().__init__("vlm")
         p = self._declare_parameters()
+        self.max_pixels = int(p["max_pixels"])
         self.max_frame_age = float(p["max_frame_age"])
         self.max_question_chars = int(p["max_question_chars"])
         self.default_max_tokens = int(p["max_tokens"])
@@ -150,6 +159,8 @@ class VlmNode(Node):
             ("retry_interval", 5.0, "seconds between probes of an unreachable server"),
             ("image_size", 0, "longest image side sent to the model in pixels; 0 = the "
                               "mmproj's input size (llama_cpp) or 768 (openai)"),
+            ("max_pixels", MAX_PIXELS, "frames declaring more pixels (width x height, read from "
+                                       "the header) are refused without being decoded"),
             ("jpeg_quality", 90, "JPEG quality of the frame handed to the model"),
             ("temperature", 0.0, "sampling temperature (0 = greedy, reproducible)"),
             ("system_prompt", "", "optional system message before each question"),
@@ -172,10 +183,11 @@ class VlmNode(Node):
     # ------------------------------------------------------------------ camera (cheap)
     def _on_image(self, msg: Image) -> None:
         self._store(RawFrame(msg.data, int(msg.width), int(msg.height), msg.encoding,
-                             int(msg.step), bool(msg.is_bigendian)), msg.header.stamp)
+                             int(msg.step), bool(msg.is_bigendian), self.max_pixels),
+                    msg.header.stamp)
 
     def _on_compressed(self, msg: CompressedImage) -> None:
-        self._store(CompressedFrame(msg.data, msg.format), msg.header.stamp)
+        self._store(CompressedFrame(msg.data, msg.format, self.max_pixels), msg.header.stamp)
 
     def _store(self, frame: Frame, stamp: Time) -> None:
         now = time.monotonic()
