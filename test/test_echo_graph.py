@@ -216,6 +216,8 @@ def test_without_echo_handling_the_robot_interrupts_itself(ros, procs):
     assert stopped.detail.startswith("barge-in"), stopped.detail
     [barge] = g.of(VoiceEvent.BARGE_IN, "/tts")
     assert any(e.utterance_id in barge.detail for e in g.of(VoiceEvent.SPEECH_STARTED, "/asr"))
-    # What the asr heard was the robot itself.
+    # What the asr heard was the robot itself (nobody else spoke): some words, never the
+    # user's. Which words varies: the robot stops itself a fraction of a second in, and Whisper
+    # makes of "The wea-" whatever it likes ("Good day" was seen).
     heard = set().union(*(words(f.text) for f in g.settle_finals()))
-    assert heard & ROBOT_WORDS, f"expected the robot's own words, heard {heard}"
+    assert heard and not heard & words(USER), f"expected the robot's own voice, heard {heard}"

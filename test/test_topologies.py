@@ -51,7 +51,7 @@ def command_wav(tmp_path_factory):
     """A command, then a vision question, as a user would say them."""
     path = tmp_path_factory.mktemp("wav") / "conversation.wav"
     return str(write_wav(path, conversation(["Go to the kitchen.", "What do you see?"],
-                                            lead=0.8, gap=2.5, tail=1.5)))
+                                            lead=0.8, gap=4.0, tail=1.5)))
 
 
 class Camera:

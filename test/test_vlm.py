@@ -55,12 +55,17 @@ def vlm(ros_domain, tiny_vlm, tmp_path_factory):
     group.stop_all()
 
 
-def publish(procs, support_dir, encoding, stamp_sec, *, count=3, period=0.02, **options):
-    """Start a camera_publisher process; returns once all its frames are published."""
+def publish(procs, support_dir, encoding, stamp_sec, *, count=3, period=0.02, hold=False,
+            **options):
+    """Start a camera_publisher process; returns once all its frames are published. With hold
+    it keeps resending the last frame until stopped (best-effort samples sent while the
+    subscriber is still matching are lost on a loaded machine)."""
     args = ["--encoding", encoding, "--stamp-sec", str(stamp_sec), "--count", str(count),
             "--period", str(period)]
     options.setdefault("width", WIDTH)
     options.setdefault("height", HEIGHT)
+    if hold:
+        options["hold"] = True
     for key, value in options.items():
         flag = "--" + key.replace("_", "-")
         args += [flag] if value is True else [flag, str(value)]
@@ -117,7 +122,7 @@ def test_every_encoding_is_answered_with_its_frame_stamp(vlm, procs, support_dir
     answers = {}
     for i, (encoding, options) in enumerate(cases):
         stamp = 2000 + 10 * i
-        pub = publish(procs, support_dir, encoding, stamp, **options)
+        pub = publish(procs, support_dir, encoding, stamp, hold=True, **options)
         reply = ask_until_stamp(ask, stamp + 2)  # the last of its 3 frames
         assert reply.message == "ok"
         assert reply.image_stamp.nanosec == 0
@@ -137,8 +142,9 @@ def test_every_encoding_is_answered_with_its_frame_stamp(vlm, procs, support_dir
 
 
 def test_busy_requests_beyond_the_queue_limit_are_refused(vlm, procs, support_dir, ask):
-    publish(procs, support_dir, "bgr8", 3000, count=1)
+    pub = publish(procs, support_dir, "bgr8", 3000, count=1, hold=True)
     ask_until_stamp(ask, 3000)
+    pub.stop()
     # Five long questions at once: one is answered, one waits (max_queue 2), three are refused.
     with concurrent.futures.ThreadPoolExecutor(5) as pool:
         futures = [pool.submit(ask, f"question {i}", 300.0, 150, 120.0) for i in range(5)]
@@ -162,8 +168,9 @@ def frames_received(vlm) -> int:
 
 def test_flood_of_large_frames_keeps_memory_bounded(vlm, procs, support_dir, ask):
     node = psutil.Process(vlm.pid)
-    publish(procs, support_dir, "bgr8", 4000, count=1)
+    small = publish(procs, support_dir, "bgr8", 4000, count=1)
     ask_until_stamp(ask, 4000)
+    small.stop()  # it would keep resending its frame between the flood's
     received_before = frames_received(vlm)
     before = node.memory_info().rss
     peak = [before]

@@ -1,6 +1,7 @@
 """Regenerate the demo samples in samples/ (committed; run again only to change them).
 
-  samples/command.wav  16 kHz mono S16: two spoken requests made with the packaged Piper voice
+  samples/command.wav  16 kHz mono S16: two spoken requests made with the packaged Piper voice,
+                       4 s apart: the robot's reply to the first ends before the second starts
   samples/scene.png    a 640x480 table-top scene drawn with OpenCV (a red cup, a blue box)
 """
 import sys
@@ -29,7 +30,7 @@ def scene() -> np.ndarray:
 def main() -> None:
     out = ROOT / "samples"
     out.mkdir(exist_ok=True)
-    write_wav(out / "command.wav", conversation(PHRASES, lead=0.6, gap=1.5, tail=1.2))
+    write_wav(out / "command.wav", conversation(PHRASES, lead=0.6, gap=4.0, tail=1.2))
     cv2.imwrite(str(out / "scene.png"), scene())
     print("wrote", out / "command.wav", out / "scene.png")
 

@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pad", type=int, default=0, help="row padding bytes (step > width)")
     ap.add_argument("--bigendian", action="store_true")
     ap.add_argument("--fault", choices=("none", "size", "corrupt"), default="none",
-                    help="size: data shorter than step x height; corrupt: broken JPEG body")
+                    help="size: data shorter than step x height; corrupt: JPEG body zeroed")
+    ap.add_argument("--hold", action="store_true",
+                    help="after the frames, resend the last one every 0.25 s until stopped")
     ap.add_argument("--namespace", default="", help="prefix of the default topic")
     ap.add_argument("--topic", default="",
                     help="default [NAMESPACE/]camera/image_raw[/compressed]")
@@ -100,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.fault == "size":
         data = data[: len(data) - max(1, step // 2)]
     elif args.fault == "corrupt":
-        data = data[:16] + bytes(len(data) - 16)
+        # headers intact (its size is readable, so the cheap check passes), scan data zeroed
+        scan = data.index(b"\xff\xda") + 4
+        data = data[:scan] + bytes(len(data) - scan)
     if compressed:
         msg = CompressedImage(format=args.encoding, data=data)
     else:
@@ -125,9 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     log.info(f"published {args.count} {args.encoding} frames {args.width}x{args.height} "
              f"({len(data)} bytes each) on {pub.topic_name} in {elapsed:.2f} s, last stamp "
              f"{args.stamp_sec + args.count - 1} [{READY_MARKER}]")
+    # Camera samples are best effort: on a loaded machine the subscriber may still be matching
+    # when the burst goes out and lose all of it. With --hold, like a camera, keep sending (the
+    # last frame, same stamp) until stopped, so the frame under test arrives.
     try:
         while rclpy.ok():
-            time.sleep(0.1)
+            time.sleep(0.25)
+            if args.hold:
+                pub.publish(msg)
     except KeyboardInterrupt:
         pass
     finally:
