@@ -18,7 +18,13 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+import rclpy.exceptions
+from rclpy.exceptions import InvalidParameterValueException
+
+# A declared type that does not match the value given (the same class on every distro we run;
+# looked up so an rclpy without it still imports this module).
+InvalidParameterTypeException = getattr(rclpy.exceptions, "InvalidParameterTypeException",
+                                        InvalidParameterValueException)
 
 # The marker test helpers wait for (locara_ros.testing.processes.READY_MARKER).
 READY_MARKER = "locara:ready"
@@ -96,14 +102,6 @@ def declare(node: Node, name: str, default: Any, description: str, *,
         raise ValueError(f"parameter {name} must be one of {', '.join(choices)}; "
                          f"got '{value}'")
     return value
-
-
-def refuse_nonsense(params: Sequence[Any]) -> str:
-    """For an on-set callback: why a float value cannot be set (NaN, infinity), or ""."""
-    for prm in params:
-        if isinstance(prm.value, float) and not math.isfinite(prm.value):
-            return f"{prm.name} must be a finite number, got {prm.value}"
-    return ""
 
 
 def announce_ready(node: Node, what: str, load_seconds: float | None = None) -> None:
