@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,23 +36,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "test"))
+sys.path.insert(0, str(ROOT / "bench"))
+from spoken import espeak  # noqa: E402 - espeak-ng at a given speed, 16 kHz float32
 
 NS = 1_000_000_000
 ROBOT_TALK = ("Let me tell you about my day. I went to the kitchen and looked at the table. "
               "Then I drove to the living room and waited by the sofa for a while.")
 SELF_STOP = ("I will stop now. Halt is a word I know. Freeze, stop, and wait are others. "
              "Do not move is one more.")
-
-
-def espeak(text: str, speed: int) -> np.ndarray:
-    import soundfile as sf
-
-    from locara_ros.core.audio import resample
-    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", str(speed), "-w", f.name, text],
-                       check=True)
-        data, rate = sf.read(f.name, dtype="float32")
-    return resample(data, rate, 16000)
 
 
 def voiced_end(x: np.ndarray, rate: int = 16000) -> int:
