@@ -310,6 +310,11 @@ def test_a_streamed_reply_is_spoken_while_written_and_a_barge_in_cancels_it(ros,
     node, _client, commands, replies, events = _wire(ros)
     ev_pub = node.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
     ros.wait_for_subscribers(ev_pub)
+    # The tts node's voice/reply subscription must be known to the graph (ours + its) before the
+    # parser streams, or the first sentence goes out before the two processes have matched.
+    wait_until(lambda: node.count_subscribers("voice/reply") >= 2, 30,
+               what="the tts node's voice/reply subscription")
+    time.sleep(0.5)  # discovery is per pair of processes: give parser and tts a moment too
     _slow_turn(ros, stand_in, node, "utt-speak")
 
     def of(kind, source):
