@@ -184,6 +184,7 @@ def test_flood_of_large_frames_keeps_memory_bounded(vlm, procs, support_dir, ask
     sampler.start()
     frame_mb = 1920 * 1080 * 3 / 2**20
     big = 0
+    reply = None
     try:
         # Bursts of 600 full-HD bgr8 frames (6 MB each) as fast as they can be sent, until the
         # node has taken in at least 40 of them (250 MB). Best-effort DDS drops most of a burst
@@ -197,9 +198,12 @@ def test_flood_of_large_frames_keeps_memory_bounded(vlm, procs, support_dir, ask
             pub = publish(procs, support_dir, "bgr8", first, count=600, period=0.0, width=1920,
                           height=1080)
             flood = range(first, first + 600)
-            reply = wait_until(
-                lambda flood=flood: (r := ask(max_age=60.0)).image_stamp.sec in flood and r,
-                20, interval=0.2, what="an answer about a full-HD flood frame")
+            try:  # a burst may lose every frame on a busy machine: then the next one
+                reply = wait_until(
+                    lambda flood=flood: (r := ask(max_age=60.0)).image_stamp.sec in flood and r,
+                    20, interval=0.2, what="an answer about a full-HD flood frame")
+            except TimeoutError:
+                pass
             pub.stop()
             big = frames_received(vlm) - received_before
             if big >= 40:
@@ -214,6 +218,7 @@ def test_flood_of_large_frames_keeps_memory_bounded(vlm, procs, support_dir, ask
     # One kept frame (+ one being converted) and the middleware's few-sample buffers (~85 MB
     # measured), never the flood: keeping the frames would take 250 MB or more.
     assert growth_mb < 150, f"vlm RSS grew by {growth_mb:.0f} MB taking in {big} frames"
+    assert reply is not None, "no answer about any flood frame"
     assert reply.success and reply.message == "ok" and vlm.alive
     # Still serving afterwards: a new small frame replaces the big one.
     publish(procs, support_dir, "rgb8", 30000, count=1)
