@@ -60,8 +60,8 @@ def bench_rtf(model: str) -> dict:
 
     asr = FasterWhisperTranscriber(resolve_whisper(model), label=model)
     asr.transcribe(np.zeros(16000, np.float32), "en")  # warm-up
-    clips = [synthesize(p) for p in PHRASES[:10]]
-    clips.append(np.concatenate([synthesize(p) for p in PHRASES[10:15]]))  # ~12 s
+    clips = [synthesize(p, varied=True) for p in PHRASES[:10]]
+    clips.append(np.concatenate([synthesize(p, varied=True) for p in PHRASES[10:15]]))  # ~12 s
     rtf, infer_ms = [], []
     for clip in clips:
         r = asr.transcribe(clip, "en")

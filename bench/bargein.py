@@ -144,8 +144,8 @@ def main() -> int:
     args = ap.parse_args()
 
     from support.speech import silence, synthesize, write_wav
-    wav = str(write_wav(Path(tempfile.mkdtemp(prefix="bargein_")) / "user.wav",
-                        np.concatenate([silence(0.1), synthesize(USER), silence(0.3)])))
+    user = np.concatenate([silence(0.1), synthesize(USER, varied=True), silence(0.3)])
+    wav = str(write_wav(Path(tempfile.mkdtemp(prefix="bargein_")) / "user.wav", user))
     result = {"cpus": os.cpu_count(), "load_avg": os.getloadavg(), "modes": {}}
     for mode in args.modes.split(","):
         result["modes"][mode] = bench_mode(mode.strip(), args.runs, args.min_speech, wav)

@@ -149,7 +149,7 @@ def run_baseline(requests: list[str], vad_stop_ms: float) -> list[dict]:
     parser.parse("hello", use_history=False)  # warm the prompt cache, as the node does
     rows = []
     for text in requests:
-        audio = synthesize(text)
+        audio = synthesize(text, varied=True)
         t0 = time.perf_counter()
         heard = asr.transcribe(audio, "en").text
         t1 = time.perf_counter()

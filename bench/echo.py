@@ -54,8 +54,8 @@ def main() -> int:
 
     whisper = FasterWhisperTranscriber(resolve_whisper("base"), label="base")
     vad = SileroVad()
-    user = synthesize(USER)
-    robots = [synthesize(ROBOT) for _ in range(args.renditions)]
+    user = synthesize(USER, varied=True)
+    robots = [synthesize(ROBOT, varied=True) for _ in range(args.renditions)]
     rows = []
     started = time.monotonic()
     for delay in DELAYS:

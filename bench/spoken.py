@@ -81,7 +81,7 @@ def main() -> int:
     parser = CommandParser(schema, LlamaCppCommandModel(n_threads=2, decode="two_stage",
                                                         copy_free_text=True),
                            ParserConfig(history_turns=0))
-    voices = {"piper": lambda t: synthesize(t),
+    voices = {"piper": lambda t: synthesize(t, varied=True),
               "espeak-150": lambda t: espeak(t, 150),
               "espeak-190": lambda t: espeak(t, 190)}
     pad = np.zeros(int(0.3 * 16000), np.float32)

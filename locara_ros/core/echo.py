@@ -147,7 +147,8 @@ class EchoGuard:
                  hold_ms=300.0, max_delay_ms=500.0, filter_ms=64.0, block=128, mu=0.5,
                  res_floor_db=-40.0, res_overestimate=2.0, xcorr_window_s=1.0,
                  xcorr_interval_s=0.5, history_s=6.0, dt_factor=2.0, train_s=1.0,
-                 train_passes=3, converged_db=15.0, converge_s=2.0, ref_wait_ms=400.0)
+                 train_passes=3, converged_db=15.0, converge_s=2.0, ref_wait_ms=400.0,
+                 residual_gate_db=15.0)
         unknown = set(params) - set(p)
         if unknown:
             raise ValueError(f"unknown EchoGuard parameter(s): {', '.join(sorted(unknown))}")
@@ -176,6 +177,8 @@ class EchoGuard:
         self.mu = float(p["mu"])
         self.res_floor = float(10 ** (p["res_floor_db"] / 20))
         self.res_over = float(p["res_overestimate"])
+        g = float(p["residual_gate_db"])
+        self.res_gate = float(10 ** (g / 10)) if g > 0 else 0.0
         self.dt_factor = float(p["dt_factor"])
         self.delay: Optional[int] = None  # loudspeaker->mic delay, samples
         self.gain: float = 0.0  # coarse echo gain at that delay
@@ -191,8 +194,10 @@ class EchoGuard:
         self.ref_wait_ns = int(p["ref_wait_ms"] * 1e6)
         self._stopped_at: Optional[int] = None  # sample index of the last SPEAKING_STOPPED
         self._held: list[tuple[np.ndarray, int, int]] = []  # (mic, t_ns, arrival ns) waiting
+        self._floor_db: Optional[float] = None  # the mic's noise floor, dBFS
+        self._rng = np.random.default_rng(0)
         self.stats = {"blocks": 0, "adapted": 0, "double_talk": 0, "gated": 0,
-                      "unconverged": 0, "no_reference": 0, "held": 0}
+                      "unconverged": 0, "no_reference": 0, "held": 0, "residue": 0}
 
     # ---------------------------------------------------------------- public API
     def on_reference(self, samples: np.ndarray, t_ns: int) -> None:
@@ -451,6 +456,7 @@ class EchoGuard:
         """One block of B mic samples starting at absolute index b0 -> B output samples."""
         self.stats["blocks"] += 1
         end = b0 + self.B
+        self._track_floor(d)
         if self.delay is None or not self._covered(end):
             # no echo path yet, or its reference has not arrived: the gate
             self._xprev[:] = 0.0
@@ -460,11 +466,33 @@ class EchoGuard:
             return self._synthesize_passthrough(out)
         e, y, ref_active, double_talk = self._filter_block(d, b0)
         out = self._suppress(e, y, ref_active, double_talk)
+        if ref_active and not double_talk and self.res_gate > 0.0 \
+                and float(np.dot(e, e)) * self.res_gate < float(np.dot(d, d)):
+            # the filter removed most of this block: what is left is echo residue, which the
+            # VAD can still take for speech; replace it by noise at the mic's floor
+            self.stats["residue"] += 1
+            out = self._comfort_noise(out.size)
         if ref_active and not self.converged and not self._gate_open(d, b0, end):
             # the filter is still learning: what it lets through is echo, not the user
             self.stats["unconverged"] += 1
             out = out * np.float32(self.atten)
         return out
+
+    def _track_floor(self, d: np.ndarray) -> None:
+        """Follow the mic's noise floor: down at once, up by 1.2 dB/s (minimum statistics)."""
+        level = level_db(d)
+        if level <= -110.0:
+            return
+        if self._floor_db is None or level < self._floor_db:
+            self._floor_db = level
+        else:
+            self._floor_db += 1.2 * self.B / self.rate
+
+    def _comfort_noise(self, n: int) -> np.ndarray:
+        if self._floor_db is None:
+            return np.zeros(n, dtype=np.float32)
+        scale = np.float32(10 ** (self._floor_db / 20))
+        return self._rng.standard_normal(n).astype(np.float32) * scale
 
     def _covered(self, end: int) -> bool:
         """Has the reference that can echo into the mic before sample `end` arrived?"""

@@ -20,11 +20,21 @@ def _voice():
     return PiperVoice.load(str(resolve_piper_voice()[0]))
 
 
-def synthesize(text: str, rate: int = 16000, length_scale: float | None = None) -> np.ndarray:
-    """Speak `text` with Piper en_US-joe; mono float32 at `rate`."""
+def synthesize(text: str, rate: int = 16000, length_scale: float | None = None,
+               varied: bool = False) -> np.ndarray:
+    """Speak `text` with Piper en_US-joe; mono float32 at `rate`.
+
+    By default the same text is always the same audio (Piper's noise scales at 0), so a test
+    hears what it heard last time: with the voice's random noise on, one rendition in some tens
+    was misheard by tiny.en or left an echo residue the VAD took for speech, and tests failed at
+    random. `varied=True` (benchmarks) keeps the voice's natural variation: each call is a new
+    rendition, as a person never says a sentence twice the same way."""
     from piper import SynthesisConfig
     voice = _voice()
-    cfg = SynthesisConfig(length_scale=length_scale)
+    if varied:
+        cfg = SynthesisConfig(length_scale=length_scale)
+    else:
+        cfg = SynthesisConfig(length_scale=length_scale, noise_scale=0.0, noise_w_scale=0.0)
     audio = np.concatenate([c.audio_float_array for c in voice.synthesize(text, cfg)])
     return resample(audio.astype(np.float32), voice.config.sample_rate, rate)
 
