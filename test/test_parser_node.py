@@ -128,7 +128,7 @@ def test_vision_question_without_a_vision_service(ros_parse):
     _node, parse = ros_parse
     res = parse("describe what you see")
     assert res.command.action == "describe_scene"
-    assert res.reply == "I can't see right now."
+    assert res.reply == "I can't see: no vision model is running."
     assert "not available" in res.message
 
 

@@ -10,6 +10,7 @@ from support.speech import noise, silence, synthesize
 
 from locara_ros.core.transcripts import (
     chunk_plan,
+    is_loop,
     merge_chunks,
     merge_overlap,
     normalize_text,
@@ -148,6 +149,17 @@ def test_merge_overlap_keeps_shared_words_once():
     # Nothing in common: nothing is dropped.
     assert merge_overlap("turn left", "stop now") == "turn left stop now"
     assert merge_chunks(["a b c d", "c d e f", "e f g"]) == "a b c d e f g"
+
+
+def test_decoding_loops_are_recognised():
+    """Whisper looping on a short stretch (seen on an early partial of "Go to the kitchen")."""
+    assert is_loop("go, go, go, go, go, go, go, go, go")
+    assert is_loop("to the to the to the to the")
+    assert is_loop("I'm sorry, I'm sorry, I'm sorry, I'm sorry")
+    assert not is_loop("go to the kitchen")
+    assert not is_loop("no, no, no")  # three is speech, not a loop
+    assert not is_loop("turn left, turn left again and then turn left")
+    assert not is_loop("")
 
 
 def test_long_speech_in_overlapping_chunks_has_no_duplicates_at_seams():

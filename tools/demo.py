@@ -1,6 +1,6 @@
 """The locara_ros demo: the on-robot topology end to end, printed as it happens.
 
-  bash tools/demo.sh                       # sample audio + sample image shipped in samples/
+  bash tools/demo.sh                       # sample conversation + image shipped in samples/
   bash tools/demo.sh --wav my.wav          # your own recording (any rate/channels)
   bash tools/demo.sh --live                # live microphone (PortAudio) and your camera topic
 
@@ -8,16 +8,25 @@ It starts the node executables exactly as locara_ros.core.topology describes the
 topology (the same description the launch files use), plays the role of a camera driver (the
 sample image as JPEG on camera/image_raw/compressed) and of a planner (it listens to
 voice/command and calls vision/ask), prints partial and final transcripts, commands, replies,
-events and per-turn timings, and saves the robot's speech (audio/tts) to out/demo/robot_speech.wav.
+events and per-turn timings, and saves in out/demo/: the robot's speech (robot_speech.wav), the
+conversation (conversation.json) and a picture of every turn (timeline.png, one lane per node).
+
+The shipped conversation (samples/conversation.wav, tools/make_samples.py) shows each capability
+once: a command, a long answer the user talks over on purpose (a barge-in), a vision question, a
+request the robot must refuse, and a stop.
 
 Vision: no vision-language weights are packaged anywhere this project can install from. Give
-real ones with --vlm-model/--vlm-mmproj/--vlm-chat-handler; without them the demo generates the
-tiny random-weight test model (test/support/tiny_vlm.py) so that the image really goes through
-llama.cpp's image encoder, projector and text generation, and labels its answers as noise.
+real ones with --vlm-model/--vlm-mmproj/--vlm-chat-handler and the robot speaks what it sees.
+Without them the robot answers a spoken vision question "no vision model is running", and the
+demo still exercises vision/ask with the tiny random-weight test model (test/support/tiny_vlm.py,
+served under demo/noise_vision/ask so the robot never speaks it): the image really goes through
+llama.cpp's image encoder, projector and text generation, and the answer is printed labelled as
+noise.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import threading
@@ -29,6 +38,8 @@ import numpy as np
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "samples" / "conversation.wav"
+NOISE_VISION = "demo/noise_vision/ask"  # where the random-weight model answers (never spoken)
 
 
 class Printer:
@@ -46,8 +57,8 @@ class Printer:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--wav", default=str(ROOT / "samples" / "command.wav"),
-                   help="audio file the microphone replays (default: the shipped sample)")
+    p.add_argument("--wav", default=str(SAMPLE),
+                   help="audio file the microphone replays (default: the shipped conversation)")
     p.add_argument("--image", default=str(ROOT / "samples" / "scene.png"),
                    help="image published as the camera (default: the shipped sample)")
     p.add_argument("--live", action="store_true",
@@ -87,8 +98,21 @@ def main(argv: list[str] | None = None) -> int:
         from support.tiny_vlm import make_tiny_vlm
         vlm_model, vlm_mmproj, handler = (str(x) for x in make_tiny_vlm(out / "tiny_vlm"))
         random_vlm = True
-        say("setup", "vision: no VLM weights are packaged; using the tiny RANDOM-weight test "
-                     "model (its answers are noise; give --vlm-model for real ones)")
+        say("setup", "vision: no VLM weights are packaged, so the robot will say no vision "
+                     "model is running; the tiny RANDOM-weight test model answers on "
+                     f"{NOISE_VISION} (printed as noise, never spoken; give --vlm-model for "
+                     "real weights)")
+
+    if not args.live and Path(args.wav).resolve() == SAMPLE:
+        sys.path.insert(0, str(ROOT / "tools"))
+        from make_samples import CONVERSATION, TALKED_OVER
+        planned_barge_in = f"-{TALKED_OVER:04d}"
+        say("sample", f"{SAMPLE.name}: the user will say")
+        for i, (text, _, what) in enumerate(CONVERSATION, 1):
+            say("sample", f'  {i}. "{text}"  ({what})')
+
+    else:
+        planned_barge_in = ""
 
     options = TopologyOptions(
         topology="on_robot", mic_source="device" if args.live else "file",
@@ -97,11 +121,16 @@ def main(argv: list[str] | None = None) -> int:
         llm_model=args.llm_model, vlm_model=vlm_model, vlm_mmproj=vlm_mmproj,
         vlm_chat_handler=handler, tts_output="device" if args.live else "topic")
     specs = build(options)
+    if random_vlm:  # the parser must not find (and speak) the noise model: serve it elsewhere
+        specs = [dataclasses.replace(s, remaps={**s.remaps, "vision/ask": NOISE_VISION})
+                 if s.name == "vlm" else s for s in specs]
 
     from locara_ros.testing.inprocess import RosHarness
     ros = RosHarness()
     group = ProcessGroup(str(out / "logs"))
-    watcher = DemoWatcher(ros, say, args.camera_topic, None if args.live else args.image)
+    watcher = DemoWatcher(ros, say, args.camera_topic, None if args.live else args.image,
+                          NOISE_VISION if random_vlm else "vision/ask",
+                          planned_barge_in)
     code = 1
     try:
         overrides = {"vlm": {"max_tokens": 12}} if random_vlm else {}  # noise: keep it short
@@ -122,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             if random_vlm or vlm_model:
                 watcher.ask_vision("What is on the table?", random_vlm)
         code = 0 if watcher.summary(out) else 1
+        watcher.timeline(out)
     except KeyboardInterrupt:
         say("stop", "interrupted")
         code = 0 if watcher.summary(out) else 1
@@ -140,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
 class DemoWatcher:
     """The demo's own ROS node: camera driver, planner and console."""
 
-    def __init__(self, ros, say: Printer, camera_topic: str, image_path: str | None) -> None:
+    def __init__(self, ros, say: Printer, camera_topic: str, image_path: str | None,
+                 vision_service: str = "vision/ask", planned_barge_in: str = "") -> None:
         from sensor_msgs.msg import CompressedImage
 
         from locara_ros.msg import VoiceEvent
@@ -153,7 +184,8 @@ class DemoWatcher:
         self.graph = GraphObserver(ros, "locara_demo", listener=self.show)
         self.last_partial = ""
         n = self.graph.node
-        self.ask_client = n.create_client(AskVision, "vision/ask")
+        self.ask_client = n.create_client(AskVision, vision_service)
+        self.planned_barge_in = planned_barge_in  # utterance id suffix talked over on purpose
         self.image_msg = None
         if image_path:
             bgr = cv2.imread(image_path, cv2.IMREAD_COLOR)
@@ -202,9 +234,14 @@ class DemoWatcher:
         names = {E.SPEECH_STARTED: "speech started", E.SPEECH_STOPPED: "speech stopped",
                  E.SPEAKING_STARTED: "robot speaking", E.SPEAKING_STOPPED: "robot done",
                  E.BARGE_IN: "BARGE-IN", E.BACKEND_CHANGED: "backend changed",
-                 E.ERROR: "ERROR", E.CANCELLED: "cancelled"}
+                 E.ERROR: "ERROR", E.CANCELLED: "cancelled",
+                 E.COMMAND_READY: "command ready (from a partial)", E.STOP: "STOP"}
         detail = msg.text or msg.detail
         text = f"{names.get(msg.type, msg.type)} {msg.source} {msg.utterance_id}"
+        if msg.type == E.BARGE_IN and self.planned_barge_in:
+            text += (" (deliberate: the sample talks over the robot here)"
+                     if msg.utterance_id.endswith(self.planned_barge_in) else
+                     " (not planned: this reply ran into the next request)")
         self.say("event", f"{text} {detail!r}" if detail else text)
 
     # ------------------------------------------------------------------ planner side
@@ -226,6 +263,22 @@ class DemoWatcher:
         self.say("vision", f"success={reply.success} ({reply.message}) frame "
                            f"{reply.image_stamp.sec}.{reply.image_stamp.nanosec:09d}, "
                            f"{reply.inference_time:.2f} s{label}: {reply.answer[:120]!r}")
+
+    def timeline(self, out: Path) -> None:
+        """timeline.json + timeline.png: every turn, one lane per node."""
+        from locara_ros import timeline
+        g = self.graph
+        with g.lock:
+            spans, turns = timeline.spans_from_graph(list(g.events), list(g.partials),
+                                                     list(g.finals), list(g.commands),
+                                                     list(g.metrics))
+        timeline.save_json(out / "timeline.json", spans, turns)
+        try:
+            png = timeline.plot(spans, turns, out / "timeline.png", "locara_ros demo (on_robot)")
+        except (ImportError, ValueError) as e:
+            self.say("timeline", f"no picture: {e}")
+            return
+        self.say("saved", f"{png} (one lane per node; dashed: end of speech)")
 
     def summary(self, out: Path) -> bool:
         g = self.graph

@@ -135,3 +135,17 @@ def merge_chunks(texts: Sequence[str], max_overlap_words: int = 12) -> str:
     for text in texts:
         out = merge_overlap(out, text, max_overlap_words) if out else clean_text(text)
     return out
+
+
+def is_loop(text: str, repeats: int = 4) -> bool:
+    """True when `text` holds one word or phrase (1-3 words) said `repeats` or more times in a
+    row: Whisper's decoding loop on a short stretch of audio ("go, go, go, go, go"), seen on
+    early partial transcripts. Not a transcript anyone should see or act on."""
+    w = normalize_text(text).split()
+    for n in (1, 2, 3):
+        run = 1
+        for i in range(n, len(w) - n + 1, n):
+            run = run + 1 if w[i:i + n] == w[i - n:i] else 1
+            if run >= repeats:
+                return True
+    return False

@@ -43,7 +43,7 @@ from locara_ros.core.backends.asr import (
 from locara_ros.core.backends.failover import Failover
 from locara_ros.core.backends.openai_http import BackendError, OpenAIClient, ServerConfig
 from locara_ros.core.models import resolve_whisper
-from locara_ros.core.transcripts import chunk_plan, clean_text, merge_chunks
+from locara_ros.core.transcripts import chunk_plan, clean_text, is_loop, merge_chunks
 from locara_ros.core.vad import (
     SAMPLE_RATE,
     Segmenter,
@@ -617,6 +617,10 @@ class AsrNode(Node):
         # Still before the final (this thread publishes both), even if the VAD has meanwhile
         # decided the end: a hypothesis computed from the speech is worth showing.
         # A speculative result the VAD has meanwhile confirmed is the final itself (next job).
+        if is_loop(result.text):  # Whisper looping on a short stretch: not worth showing
+            self.get_logger().debug(f"partial for {utt.id} dropped (a decoding loop): "
+                                    f"'{result.text[:60]}'")
+            return
         if self.partial_interval > 0 and result.text and not (
                 kind == "speculative" and utt.stop is not None):
             utt.partials += 1

@@ -39,7 +39,13 @@ from locara_ros.core.backends.chat import (
 )
 from locara_ros.core.backends.failover import Failover
 from locara_ros.core.command_schema import load_schema
-from locara_ros.core.parser import CommandParser, Decision, ParseOutcome, ParserConfig
+from locara_ros.core.parser import (
+    NO_VISION_SERVICE,
+    CommandParser,
+    Decision,
+    ParseOutcome,
+    ParserConfig,
+)
 from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, VoiceEvent
 from locara_ros.nodes.common import (
     EVENTS_QOS,
@@ -230,6 +236,7 @@ class CommandParserNode(Node):
             CommandParser(self.schema, local, cfg).parse("hello there friend",
                                                          use_history=False)
         load_seconds = time.monotonic() - started
+        self._up_since = time.monotonic()
 
         # The stop lane: transcripts, partials and barge-in events, never behind the model.
         self._fast_group = MutuallyExclusiveCallbackGroup()
@@ -521,10 +528,11 @@ class CommandParserNode(Node):
         if not self.vision_enabled:
             return False, "", "vision disabled by parameter"
         name = self.vision_client.srv_name
-        # a vlm that was never seen gets a moment (it may just have started); one that is
-        # known answers within the timeout
-        if not self.vision_client.wait_for_service(timeout_sec=min(4.0, timeout)):
-            return False, "", f"service {name} is not available"
+        # Just after start-up a vlm that was never seen gets a moment (discovery, or it is
+        # still loading); later a missing one is answered at once, not after 4 s of silence
+        patience = 4.0 if time.monotonic() - self._up_since < 10.0 else 0.5
+        if not self.vision_client.wait_for_service(timeout_sec=min(patience, timeout)):
+            return False, "", f"{NO_VISION_SERVICE}: {name} is not available"
         done = threading.Event()
         future = self.vision_client.call_async(AskVision.Request(question=question))
         future.add_done_callback(lambda _f: done.set())
