@@ -40,6 +40,8 @@ GAINS = (-15.0, -9.0, -3.0)
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--renditions", type=int, default=3)
+    ap.add_argument("--residual-gate-db", type=float, default=None,
+                    help="EchoGuard residual_gate_db (default: the guard's; 0 = off)")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "echo.json"))
     args = ap.parse_args()
 
@@ -61,12 +63,15 @@ def main() -> int:
     for delay in DELAYS:
         for gain in GAINS:
             acc: dict[str, list] = {"erle_t1_500ms": [], "erle_t1": [], "erle_t2_500ms": [],
-                                    "user_start_ms": [], "heard": [], "cpu_rtf": []}
+                                    "user_start_ms": [], "heard": [], "cpu_rtf": [],
+                                    "vad_max_t1": []}
             self_starts = 0
             for robot in robots:
                 run = EchoRun([robot, robot], delay_ms=delay, gain_db=gain, user=user,
                               user_turn=1, user_offset_s=2.0, stop_after_user_s=0.45)
-                guard = EchoGuard("reference", RATE)
+                extra = ({} if args.residual_gate_db is None
+                         else {"residual_gate_db": args.residual_gate_db})
+                guard = EchoGuard("reference", RATE, **extra)
                 vad.reset()
                 t = time.perf_counter()
                 out, starts = run.run(guard, Segmenter(vad, VadConfig()))
@@ -78,6 +83,11 @@ def main() -> int:
                 for key, sl in (("erle_t1_500ms", run.turn(0, 0.5)), ("erle_t1", run.turn(0)),
                                 ("erle_t2_500ms", run.turn(1, 0.5))):
                     acc[key].append(erle_db(run.mic[sl], out[sl]))
+                # the VAD's highest score on the robot's voice alone (turn 1; 0.5 is speech)
+                t1 = out[run.turn_starts[0]:run.turn_ends[0] + RATE // 2]
+                vad.reset()
+                acc["vad_max_t1"].append(max(vad(t1[i:i + 512])
+                                             for i in range(0, t1.size - 512, 512)))
                 seg = out[at - int(0.3 * RATE):at + user.size + int(0.3 * RATE)]
                 acc["heard"].append(normalize_text(whisper.transcribe(seg, "en").text))
             starts_ok = [v for v in acc["user_start_ms"] if v is not None]
@@ -85,26 +95,29 @@ def main() -> int:
                    "user_detected": f"{len(starts_ok)}/{len(robots)}",
                    "user_start_ms": float(np.mean(starts_ok)) if starts_ok else None,
                    "user_words_exact": sum(h == USER for h in acc["heard"]),
-                   "heard": acc["heard"]}
+                   "heard": acc["heard"], "vad_max_t1": float(np.max(acc["vad_max_t1"]))}
             for key in ("erle_t1_500ms", "erle_t1", "erle_t2_500ms", "cpu_rtf"):
                 row[key] = float(np.mean(acc[key]))
             rows.append(row)
             print(f"{delay:4d} ms {gain:6.1f} dB  t1 500ms {row['erle_t1_500ms']:5.1f} dB  "
                   f"t1 {row['erle_t1']:5.1f} dB  t2 500ms {row['erle_t2_500ms']:5.1f} dB  "
-                  f"self {self_starts}  user {row['user_detected']} "
+                  f"self {self_starts} (max VAD {row['vad_max_t1']:.2f})  "
+                  f"user {row['user_detected']} "
                   f"{row['user_start_ms'] or float('nan'):4.0f} ms  heard {acc['heard']}",
                   flush=True)
-    result = {"rows": rows, "renditions": args.renditions, "seconds": time.monotonic() - started,
+    result = {"rows": rows, "renditions": args.renditions,
+              "residual_gate_db": args.residual_gate_db, "seconds": time.monotonic() - started,
               "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
               "date": time.strftime("%Y-%m-%d")}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"\n{'delay':>6s} {'gain':>6s} {'ERLE t1 500ms':>14s} {'ERLE t1':>8s} "
-          f"{'ERLE t2 500ms':>14s} {'self':>5s} {'user heard':>11s} {'onset->start':>13s} "
-          f"{'exact words':>12s}")
+          f"{'ERLE t2 500ms':>14s} {'self':>5s} {'max VAD':>8s} {'user heard':>11s} "
+          f"{'onset->start':>13s} {'exact words':>12s}")
     for r in rows:
         print(f"{r['delay_ms']:4d}ms {r['gain_db']:5.0f}dB {r['erle_t1_500ms']:13.1f} "
               f"{r['erle_t1']:8.1f} {r['erle_t2_500ms']:14.1f} {r['self_starts']:5d} "
+              f"{r['vad_max_t1']:8.2f} "
               f"{r['user_detected']:>11s} {r['user_start_ms'] or float('nan'):11.0f}ms "
               f"{r['user_words_exact']:>9d}/{args.renditions}")
     print(f"wrote {args.out}")

@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     from locara_ros.testing.processes import ProcessGroup, start_topology
 
     say = Printer()
+    if args.live and not live_devices_ok(say):
+        return 2
     lease = None
     if not args.live:  # a private domain so the demo never talks to a real robot by accident
         lease = DomainLease()
@@ -167,6 +169,35 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def live_devices_ok(say: Printer) -> bool:
+    """--live needs a microphone and a loudspeaker (PortAudio's defaults); say which is missing
+    before anything starts."""
+    try:
+        import sounddevice as sd
+    except OSError as e:  # the PortAudio library itself
+        say("live", f"PortAudio is not available ({e}): install libportaudio2, or run the demo "
+                    "without --live (the shipped conversation) or with --wav FILE")
+        return False
+    try:
+        devices = [d["name"] for d in sd.query_devices()]
+    except sd.PortAudioError:
+        devices = []
+    ok = True
+    for kind, what in (("input", "microphone"), ("output", "loudspeaker")):
+        try:
+            d = sd.query_devices(kind=kind)
+            say("live", f"{what}: PortAudio default {kind} device '{d['name']}' "
+                        f"({d['default_samplerate']:.0f} Hz)")
+        except (sd.PortAudioError, ValueError) as e:
+            ok = False
+            say("live", f"no {what}: PortAudio has no default {kind} device ({e})")
+    if not ok:
+        say("live", f"devices PortAudio sees: {', '.join(devices) or 'none'}. Plug one in (or "
+                    "choose one with the mic_capture/tts parameter `device`), or run the demo "
+                    "without --live (the shipped conversation) or with --wav FILE")
+    return ok
+
+
 class DemoWatcher:
     """The demo's own ROS node: camera driver, planner and console."""
 
@@ -186,6 +217,7 @@ class DemoWatcher:
         n = self.graph.node
         self.ask_client = n.create_client(AskVision, vision_service)
         self.planned_barge_in = planned_barge_in  # utterance id suffix talked over on purpose
+        self.vision_result: dict | None = None
         self.image_msg = None
         if image_path:
             bgr = cv2.imread(image_path, cv2.IMREAD_COLOR)
@@ -260,6 +292,8 @@ class DemoWatcher:
             self.say("vision", f"no answer: {e}")
             return
         label = " [random-weight test model: noise]" if random_model else ""
+        self.vision_result = {"success": bool(reply.success), "answer": reply.answer,
+                              "noise": random_model}
         self.say("vision", f"success={reply.success} ({reply.message}) frame "
                            f"{reply.image_stamp.sec}.{reply.image_stamp.nanosec:09d}, "
                            f"{reply.inference_time:.2f} s{label}: {reply.answer[:120]!r}")
@@ -287,6 +321,8 @@ class DemoWatcher:
             commands = list(g.commands)
             metrics = list(g.metrics)
             reply_ids = sorted({c.utterance_id for c in g.reply_chunks})
+            barge_ins = [e.utterance_id for e in g.events
+                         if e.type == self.VoiceEvent.BARGE_IN]
         finals = g.spoken_finals()
         rate = g.audio_info.sample_rate if g.audio_info else 22050
         if pcm:
@@ -299,6 +335,8 @@ class DemoWatcher:
             "commands": [{"utterance_id": c.utterance_id, "action": c.action,
                           "arguments": json.loads(c.arguments_json or "{}")} for c in commands],
             "replies": {uid: g.reply_text(uid) for uid in reply_ids},
+            "barge_ins": barge_ins,
+            "vision": self.vision_result,
             "metrics": [{"utterance_id": m.utterance_id, "transcript_ms": m.transcript_ms,
                          "first_reply_token_ms": m.first_reply_token_ms,
                          "command_ms": m.command_ms, "first_audio_ms": m.first_audio_ms}

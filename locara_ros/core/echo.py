@@ -16,7 +16,11 @@ back to the same gate whenever it has no echo path, so it is never worse.)
    found, the filter is first trained on the audio already heard (the last ``train_s`` seconds
    of mic and reference that really arrived, ``train_passes`` times);
 3. a residual echo suppressor (per frequency bin, Wiener-like, floor ``res_floor_db``) removes
-   what the filter misses, and leaves bins where the user is louder than the echo.
+   what the filter misses, and leaves bins where the user is louder than the echo;
+4. a block the filter removed at least ``residual_gate_db`` from (no double talk) holds only
+   echo residue: it is replaced by noise at the mic's floor. A residue ~30 dB under the echo
+   sits at the noise floor, yet the Silero VAD scored it up to 0.86 on some renditions of the
+   robot's speech (0.5 is speech): the robot barged in on itself.
 
 The gate: while no echo path is known, and until the filter has learned from ``converge_s`` of
 the robot's speech and removes ``converged_db`` of its echo, the robot's voice is gated: while the

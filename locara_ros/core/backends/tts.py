@@ -37,6 +37,29 @@ class Synthesizer(abc.ABC):
         """Free the model."""
 
 
+class _ShrinkingSession:
+    """An onnxruntime session whose memory arena gives back what a sentence needed.
+
+    onnxruntime's CPU arena keeps the high-water mark of every run, and Piper's activations
+    grow with the length of the sentence: each longer sentence grew the tts node for good (a
+    10-minute soak: +157 MB; 150 random sentences of up to 30 words in one process: 141 ->
+    456 MB). With arena shrinkage after every run: 188-242 MB over 250 such sentences, at about
+    the same speed (150 sentences: 38 s, 36 s without). Turning the arena off instead left
+    glibc's heap fragmented (440 MB)."""
+
+    def __init__(self, session) -> None:
+        import onnxruntime
+        self._session = session
+        self._options = onnxruntime.RunOptions()
+        self._options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+    def run(self, output_names, input_feed, run_options=None):
+        return self._session.run(output_names, input_feed, run_options or self._options)
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
 class PiperSynthesizer(Synthesizer):
     """A Piper voice (.onnx + .onnx.json); the packaged en_US-joe-medium by default."""
 
@@ -55,6 +78,7 @@ class PiperSynthesizer(Synthesizer):
             self._voice = PiperVoice.load(str(onnx), config_path=str(config), use_cuda=use_cuda)
         except Exception as e:
             raise ModelNotFoundError(f"Piper voice '{onnx}' failed to load: {e}") from e
+        self._voice.session = _ShrinkingSession(self._voice.session)
         n_speakers = int(getattr(self._voice.config, "num_speakers", 1) or 1)
         if speaker_id is not None and not 0 <= speaker_id < n_speakers:
             raise ModelNotFoundError(
