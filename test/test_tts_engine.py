@@ -15,6 +15,7 @@ from locara_ros.core.playback import (
     Speaker,
     SpeakerGate,
     SpeakerListener,
+    StopKind,
     spoken_prefix,
 )
 from locara_ros.testing.inprocess import wait_until
@@ -184,9 +185,10 @@ def test_stop_flushes_and_reports_the_spoken_part(engine):
     sp, rec = engine()
     utt = sp.say(LONG)
     wait_until(lambda: rec.audio_seconds(16000) > 1.5, 15, what="1.5 s of audio")
-    report = sp.stop("test stop")
+    report = sp.stop("test stop", kind=StopKind.BARGE_IN)
     n = len(rec.chunks)
     assert report.utterance_id == utt and report.reason == "test stop"
+    assert report.kind is StopKind.BARGE_IN
     assert report.spoken and LONG.startswith(report.spoken)
     assert len(report.spoken) < len(LONG)
     assert not sp.speaking
@@ -203,6 +205,7 @@ def test_cancel_and_late_chunks_are_ignored(engine):
     wait_until(lambda: rec.chunks, 10, what="first audio")
     report = sp.cancel("r1")
     assert report is not None and report.utterance_id == "r1"
+    assert report.kind is StopKind.CANCELLED
     n = len(rec.chunks)
     sp.feed("r1", 1, " Late words after the cancel.", True)
     time.sleep(0.6)

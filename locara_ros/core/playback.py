@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import enum
 import logging
 import threading
 import time
@@ -280,12 +281,24 @@ def spoken_prefix(text: str, fraction: float) -> str:
     return prefix.strip()
 
 
+class StopKind(str, enum.Enum):
+    """Why an utterance stopped playing (StopReport.kind); `reason` says it in words."""
+
+    FINISHED = "finished"  # played to its end
+    BARGE_IN = "barge-in"  # the user talked over it
+    STOP = "stop"  # a stop phrase or voice/stop
+    CANCELLED = "cancelled"  # its reply was cancelled
+    DISABLED = "disabled"  # speaker_enabled was switched off
+    SHUTDOWN = "shutdown"
+
+
 @dataclass
 class StopReport:
     utterance_id: str
     spoken: str  # what was actually played of this utterance
     full_text: str  # everything that had been queued for it so far (for logs)
     reason: str
+    kind: StopKind = StopKind.STOP
 
 
 @dataclass
@@ -402,12 +415,14 @@ class Speaker:
             self._add_sentences(stream, sentences)
             self._cond.notify_all()
 
-    def cancel(self, utterance_id: str, reason: str = "cancelled") -> Optional[StopReport]:
+    def cancel(self, utterance_id: str, reason: str = "cancelled",
+               kind: StopKind = StopKind.CANCELLED) -> Optional[StopReport]:
         """Drop everything held for one utterance; stops it if it is playing."""
         with self._cond:
-            return self._drop(utterance_id, reason)
+            return self._drop(utterance_id, reason, kind)
 
-    def stop(self, reason: str = "stop", keep: str = "") -> Optional[StopReport]:
+    def stop(self, reason: str = "stop", keep: str = "",
+             kind: StopKind = StopKind.STOP) -> Optional[StopReport]:
         """Stop now and flush everything queued (except utterance `keep`, e.g. the reply that
         confirms a stop). Returns what was being spoken, if anything."""
         with self._cond:
@@ -415,9 +430,9 @@ class Speaker:
                     s.utterance_id == keep for s in self._segments)):
                 report = None
                 for utt in [u for u in self._queued_utterances() if u != keep]:
-                    report = self._drop(utt, reason) or report
+                    report = self._drop(utt, reason, kind) or report
                 return report
-            return self._drop(None, reason)
+            return self._drop(None, reason, kind)
 
     def _queued_utterances(self) -> List[str]:
         utts = list(self._streams) + [s.utterance_id for s in self._segments]
@@ -450,7 +465,7 @@ class Speaker:
 
     def close(self) -> None:
         with self._cond:
-            self._drop(None, "shutdown")
+            self._drop(None, "shutdown", StopKind.SHUTDOWN)
             self._running = False
             self._cond.notify_all()
         self._synth_thread.join(10.0)
@@ -486,7 +501,8 @@ class Speaker:
             stream.texts.append(s)
             queued += 1
 
-    def _drop(self, utterance_id: Optional[str], reason: str) -> Optional[StopReport]:
+    def _drop(self, utterance_id: Optional[str], reason: str,
+              kind: StopKind = StopKind.STOP) -> Optional[StopReport]:
         """Remove an utterance (or all); return the report of the one playing, if hit."""
         now = self.clock()
         hit_playing = self._playing_utt is not None and utterance_id in (None, self._playing_utt)
@@ -494,7 +510,7 @@ class Speaker:
         if hit_playing:
             spoken = self._spoken_text(now)
             full = " ".join(self._queued_texts(self._playing_utt))
-            report = StopReport(self._playing_utt, spoken, full or spoken, reason)
+            report = StopReport(self._playing_utt, spoken, full or spoken, reason, kind)
         for utt in ([utterance_id] if utterance_id is not None else
                     set(self._streams) | {s.utterance_id for s in self._segments}
                     | {self._playing_utt, self._synthesizing}):
@@ -669,7 +685,7 @@ class Speaker:
         if self._playing_utt != utterance_id:
             return  # nothing of it was played
         report = StopReport(utterance_id, " ".join(self._played), " ".join(self._played),
-                            "finished")
+                            "finished", StopKind.FINISHED)
         self._playing_utt = None
         self._played = []
         self.listener.on_stopped(report)

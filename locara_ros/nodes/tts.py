@@ -29,6 +29,7 @@ from locara_ros.core.playback import (
     Speaker,
     SpeakerGate,
     SpeakerListener,
+    StopKind,
     StopReport,
 )
 from locara_ros.msg import ReplyChunk, VoiceEvent
@@ -225,7 +226,8 @@ class TtsNode(Node):
             return
         user_utt, seconds = due
         self.monitor.speech_stopped(user_utt)  # one barge-in per user utterance
-        self.speaker.stop(f"barge-in: user speech {user_utt or '?'} for {seconds:.2f} s")
+        self.speaker.stop(f"barge-in: user speech {user_utt or '?'} for {seconds:.2f} s",
+                          kind=StopKind.BARGE_IN)
 
     def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Any:
         report = self.speaker.stop("voice/stop")
@@ -245,7 +247,7 @@ class TtsNode(Node):
             if prm.name == "speaker_enabled":
                 self.gate.enabled = bool(prm.value)
                 if not prm.value:
-                    self.speaker.stop("speaker disabled")
+                    self.speaker.stop("speaker disabled", kind=StopKind.DISABLED)
             elif prm.name == "volume":
                 self.gate.volume = float(prm.value)  # capped at max_volume by the gate
             elif prm.name == "barge_in":
@@ -294,7 +296,7 @@ class _Listener(SpeakerListener):
 
     def on_stopped(self, report: StopReport) -> None:
         n = self.node
-        if report.reason.startswith("barge-in"):
+        if report.kind is StopKind.BARGE_IN:
             n.get_logger().info(f"barge-in on {report.utterance_id}: spoken {report.spoken!r}")
             n.publish_event(voice_event(n, VoiceEvent.BARGE_IN,
                                              utterance_id=report.utterance_id,

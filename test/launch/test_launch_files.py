@@ -92,9 +92,17 @@ def test_on_robot_hears_the_sample_and_commands(ros):
     pub = node.create_publisher(Transcript, "/voice/transcript", RELIABLE_QOS)
     wait_until(lambda: pub.get_subscription_count() >= 2, 30, what="the graph's subscribers")
     before = pub.get_subscription_count()  # command_parser, turn_metrics
-    echo = subprocess.Popen(["ros2", "topic", "echo", "--once", "/voice/transcript"],
+    # The type is given and no daemon is used: the CLI then needs no graph query before it
+    # subscribes (seen once on a busy machine: no subscription within 60 s, via the daemon).
+    echo = subprocess.Popen(["ros2", "topic", "echo", "--no-daemon", "--once",
+                             "/voice/transcript", "locara_ros/msg/Transcript"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    wait_until(lambda: pub.get_subscription_count() > before, 60, what="ros2 topic echo")
+    try:
+        wait_until(lambda: pub.get_subscription_count() > before, 60, what="ros2 topic echo")
+    except TimeoutError:
+        echo.kill()
+        out, err = echo.communicate()
+        raise AssertionError(f"ros2 topic echo never subscribed: {out!r} {err!r}") from None
     pub.publish(Transcript(utterance_id="cli-1", text="what time is it", is_final=True))
     out, err = echo.communicate(timeout=60)
     assert "utterance_id: cli-1" in out, (out, err)
