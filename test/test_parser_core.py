@@ -20,7 +20,14 @@ from locara_ros.core.conversation import INTERRUPTED_NOTE, Conversation, Turn, r
 from locara_ros.core.grounding import Grounding, clauses, injection
 from locara_ros.core.json_stream import StreamingJsonReader
 from locara_ros.core.numbers import normalize_numbers, numbers_in
-from locara_ros.core.parser import CommandParser, ParserConfig, match_phrases
+from locara_ros.core.parser import (
+    REPLY_CANT_SEE,
+    REPLY_NO_VISION,
+    CommandParser,
+    NoVisionService,
+    ParserConfig,
+    match_phrases,
+)
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "commands.yaml"
 
@@ -365,3 +372,17 @@ def test_model_path_two_stage_decoding_grounded(model):
         assert unsure.reply and "min_action_prob" in unsure.reason
     finally:
         model.decode, model.copy_free_text = "grammar", False
+
+
+@pytest.mark.parametrize("vision, reply", [
+    (None, REPLY_NO_VISION),
+    (lambda q, t: (False, "", NoVisionService("no vision service: vision/ask")), REPLY_NO_VISION),
+    (lambda q, t: (False, "", "vision/ask gave no answer within 5 s"), REPLY_CANT_SEE),
+    (lambda q, t: (True, "A red cup on a table.", ""), "A red cup on a table."),
+])
+def test_vision_reply_says_why_it_cannot_see(rules, vision, reply):
+    """No vision service at all is said so (a robot without a vision model); a failing or slow
+    one is "can't see right now"; an answer is spoken as it came."""
+    out = rules.parse("what do you see", use_history=False, vision=vision)
+    assert out.command is not None and out.command.action == "describe_scene"
+    assert out.reply == reply

@@ -72,8 +72,11 @@ REPLY_BACKEND_FAILED = "Sorry, I can't think right now. Please try again."
 REPLY_CLARIFY = "Sorry, I'm not sure what you want me to do. Could you say it differently?"
 REPLY_CANT_SEE = "I can't see right now."
 REPLY_NO_VISION = "I can't see: no vision model is running."
-# A VisionFn's reason starting with this: no vision service exists (not: it failed or was slow)
-NO_VISION_SERVICE = "no vision service"
+
+
+class NoVisionService(str):
+    """A VisionFn's reason when no vision service exists at all (not: it failed or was slow):
+    the reply then says that no vision model is running."""
 REPLY_TOO_LONG = "Sorry, that was too long for me. Please say it in fewer words."
 REPLY_REFUSED = "Sorry, I only take commands, not instructions like that."
 REPLY_ONE_AT_A_TIME = "One thing at a time, please. What should I do first?"
@@ -646,7 +649,7 @@ class CommandParser:
         if spec.handler == "vision":
             question = str(command.arguments.get("question") or spec.vision_question)
             if vision is None:
-                ok, answer, reason = False, "", f"{NO_VISION_SERVICE} configured"
+                ok, answer, reason = False, "", NoVisionService("no vision service configured")
             else:
                 ok, answer, reason = vision(question, self.config.vision_timeout_s)
             if ok and answer.strip():
@@ -655,7 +658,7 @@ class CommandParser:
                 reason = reason if not ok else "empty answer"
                 log.warning("vision question %r failed: %s", question, reason)
                 outcome.message = f"vision unavailable: {reason}"
-                say(REPLY_NO_VISION if reason.startswith(NO_VISION_SERVICE) else REPLY_CANT_SEE,
+                say(REPLY_NO_VISION if isinstance(reason, NoVisionService) else REPLY_CANT_SEE,
                     outcome)
         elif spec.handler == "say":
             say(str(command.arguments.get("text", "")), outcome)

@@ -40,9 +40,9 @@ from locara_ros.core.backends.chat import (
 from locara_ros.core.backends.failover import Failover
 from locara_ros.core.command_schema import load_schema
 from locara_ros.core.parser import (
-    NO_VISION_SERVICE,
     CommandParser,
     Decision,
+    NoVisionService,
     ParseOutcome,
     ParserConfig,
 )
@@ -532,7 +532,7 @@ class CommandParserNode(Node):
         # still loading); later a missing one is answered at once, not after 4 s of silence
         patience = 4.0 if time.monotonic() - self._up_since < 10.0 else 0.5
         if not self.vision_client.wait_for_service(timeout_sec=min(patience, timeout)):
-            return False, "", f"{NO_VISION_SERVICE}: {name} is not available"
+            return False, "", NoVisionService(f"no vision service: {name} is not available")
         done = threading.Event()
         future = self.vision_client.call_async(AskVision.Request(question=question))
         future.add_done_callback(lambda _f: done.set())
