@@ -143,6 +143,9 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None,
             executor.spin()
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
+        except RuntimeError:  # rclpy's RCLError: a wait set made as SIGINT shut the context
+            if rclpy.ok():  # (seen once in a launch's shutdown); anything else is a failure
+                raise
         finally:
             executor.shutdown()
     finally:

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,8 +104,15 @@ def test_on_robot_hears_the_sample_and_commands(ros):
         echo.kill()
         out, err = echo.communicate()
         raise AssertionError(f"ros2 topic echo never subscribed: {out!r} {err!r}") from None
-    pub.publish(Transcript(utterance_id="cli-1", text="what time is it", is_final=True))
-    out, err = echo.communicate(timeout=60)
+    # The graph shows the subscription before the reliable writer has matched its reader: a
+    # message sent in between is not delivered (seen once). Resend until the CLI has one.
+    deadline = time.monotonic() + 60
+    while echo.poll() is None and time.monotonic() < deadline:
+        pub.publish(Transcript(utterance_id="cli-1", text="what time is it", is_final=True))
+        time.sleep(0.5)
+    if echo.poll() is None:
+        echo.kill()
+    out, err = echo.communicate(timeout=10)
     assert "utterance_id: cli-1" in out, (out, err)
 
 
