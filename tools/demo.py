@@ -135,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                           planned_barge_in)
     code = 1
     try:
-        overrides = {"vlm": {"max_tokens": 12}} if random_vlm else {}  # noise: keep it short
+        # noise: keep it short; nothing serves vision/ask, so the parser need not wait for it
+        overrides = ({"vlm": {"max_tokens": 12}, "command_parser": {"vision_wait_s": 0.2}}
+                     if random_vlm else {})
         if not args.live:  # a replayed file has no loudspeaker in the loop: nothing to cancel
             overrides["asr"] = {"echo_mode": "off"}
         say("start", ", ".join(s.name for s in specs))
