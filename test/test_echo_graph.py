@@ -176,7 +176,8 @@ def test_robot_ignores_its_echo_but_the_user_barges_in(ros, procs, user_wav):
     stopped = g.speak(ROBOT)
     [onset_msg] = g.onsets.wait_for(1, timeout=10)
     onset = stamp_to_ns(onset_msg.stamp) / 1e9
-    assert stopped.detail.startswith("barge-in"), f"not interrupted: {stopped.detail!r}"
+    assert stopped.detail.startswith("barge-in"), \
+        f"not interrupted: {stopped.detail!r}\n{g.timeline()}"
     [barge] = g.of(VoiceEvent.BARGE_IN, "/tts")
     assert barge.utterance_id == stopped.utterance_id and barge.text == stopped.text
     spoken = normalize_text(stopped.text)

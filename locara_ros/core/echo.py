@@ -241,6 +241,17 @@ class EchoGuard:
             out.append((self.process(x, t), t))
         return out
 
+    def summary(self) -> str:
+        """One line for the log: the echo path, the filter, and what each block met so far."""
+        if self.mode != "reference":
+            return f"echo {self.mode}"
+        path = ("no echo path yet" if self.delay is None else
+                f"delay {self.delay * 1000 / self.rate:.1f} ms, "
+                f"{'converged' if self.converged else 'learning'}, "
+                f"{self.erle_lin_db:.1f} dB removed")
+        counts = ", ".join(f"{k} {v}" for k, v in self.stats.items() if v)
+        return f"echo: {path}; blocks: {counts or 'none'}"
+
     @property
     def holding(self) -> int:
         """Mic chunks waiting for their reference."""

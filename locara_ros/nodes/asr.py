@@ -434,6 +434,9 @@ class AsrNode(Node):
             with self._echo_lock:
                 self.echo.on_speaking(msg.type == VoiceEvent.SPEAKING_STARTED,
                                       stamp_to_ns(msg.header.stamp))
+                summary = self.echo.summary()
+            if msg.type == VoiceEvent.SPEAKING_STOPPED:
+                self.get_logger().info(f"robot stopped speaking; {summary}")
 
     # ------------------------------------------------------------------ VAD thread
     def _vad_loop(self) -> None:

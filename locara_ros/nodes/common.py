@@ -1,6 +1,7 @@
 """Shared plumbing for locara_ros nodes: QoS profiles, parameters, ready log, main()."""
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from typing import Any, Callable, Sequence
@@ -121,6 +122,40 @@ def ns_to_stamp(ns: int, msg_type: type | None = None) -> Any:
     return t
 
 
+class _RosLogHandler(logging.Handler):
+    """Python logging from locara_ros.core (the echo path found, a filter converged, a request
+    not grounded) into the node's ROS log, so it lands where the node's own lines do."""
+
+    def __init__(self, node_name: str = "locara_ros") -> None:
+        super().__init__(logging.INFO)
+        self.node_name = node_name
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            logger = rclpy.logging.get_logger(f"{self.node_name}.{record.name.split('.')[-1]}")
+            text = record.getMessage()
+            if record.levelno >= logging.ERROR:
+                logger.error(text)
+            elif record.levelno >= logging.WARNING:
+                (getattr(logger, "warning", None) or logger.warn)(text)
+            else:
+                logger.info(text)
+        except Exception:  # noqa: BLE001 - logging must never take the node down
+            self.handleError(record)
+
+
+def _route_core_logging() -> _RosLogHandler:
+    core = logging.getLogger("locara_ros")
+    for h in core.handlers:
+        if isinstance(h, _RosLogHandler):
+            return h
+    handler = _RosLogHandler()
+    core.addHandler(handler)
+    core.setLevel(logging.INFO)
+    core.propagate = False
+    return handler
+
+
 def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None,
              num_threads: int = 4) -> int:
     """main() for every node: init, build, spin a multi-threaded executor, clean shutdown.
@@ -133,7 +168,9 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None,
     code = 0
     try:
         try:
+            handler = _route_core_logging()
             node = factory()
+            handler.node_name = node.get_name()
         except Exception as e:  # noqa: BLE001 - report any start-up failure and exit non-zero
             rclpy.logging.get_logger("locara_ros").fatal(f"start-up failed: {e}")
             return 1
