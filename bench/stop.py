@@ -60,7 +60,8 @@ def pct(v: list[float], q: float) -> float:
 
 
 class Graph:
-    def __init__(self, log_dir: str, with_room: bool, user_wavs: str = "") -> None:
+    def __init__(self, log_dir: str, with_room: bool, user_wavs: str = "",
+                 overrides: dict | None = None) -> None:
         from audio_common_msgs.msg import AudioDataStamped  # noqa: F401
         from std_msgs.msg import Header, String
 
@@ -74,10 +75,16 @@ class Graph:
         self.group = ProcessGroup(log_dir)
         specs = [s for s in build(TopologyOptions(topology="on_robot", tts_output="topic"))
                  if s.executable in ("asr", "command_parser", "tts")]
-        start_topology(self.group, specs)
+        try:
+            start_topology(self.group, specs, overrides=overrides)
+        except BaseException:
+            self.close()  # the harness's spinning thread would keep the bench alive
+            raise
         node = self.node = self.ros.node("stop_bench")
         self.commands = self.ros.collect(node, RobotCommand, "voice/command", RELIABLE_QOS)
         self.finals = self.ros.collect(node, Transcript, "voice/transcript", RELIABLE_QOS)
+        self.partials = self.ros.collect(node, Transcript, "voice/transcript/partial",
+                                         RELIABLE_QOS)
         self.events = self.ros.collect(node, VoiceEvent, "voice/events", EVENTS_QOS)
         self.say = node.create_publisher(String, "voice/say", RELIABLE_QOS)
         self.parse = node.create_client(ParseCommand, "voice/parse")
@@ -99,6 +106,17 @@ class Graph:
     def stops_after(self, t_ns: int) -> list:
         return [c for c in self.commands.snapshot() if c.action == "stop"
                 and c.header.stamp.sec * NS + c.header.stamp.nanosec >= t_ns]
+
+    def heard(self, t_ns: int) -> str:
+        """What the recognizer made of the audio after t_ns: the finals, else the last partial."""
+        def after(msgs: list) -> list[str]:
+            return [m.text.strip() for m in msgs
+                    if m.header.stamp.sec * NS + m.header.stamp.nanosec >= t_ns]
+        finals = after(self.finals.snapshot())
+        if finals:
+            return " | ".join(finals)
+        partials = after(self.partials.snapshot())
+        return f"(partial) {partials[-1]}" if partials else "(nothing)"
 
     def close(self) -> None:
         self.ros.shutdown()
@@ -123,7 +141,9 @@ def loader(graph: Graph, stop: threading.Event) -> None:
 
 
 def _shown(row: dict) -> str:
-    return "MISSED" if row["latency_ms"] is None else f"{row['latency_ms']:.0f} ms"
+    if row["latency_ms"] is None:
+        return f"MISSED (heard {row['transcript']!r})"
+    return f"{row['latency_ms']:.0f} ms"
 
 
 def run_direct(graph: Graph, clips: list[dict], condition: str) -> list[dict]:
@@ -138,6 +158,7 @@ def run_direct(graph: Graph, clips: list[dict], condition: str) -> list[dict]:
         stops = graph.stops_after(t0)
         rows.append({**{k: v for k, v in clip.items() if k not in ("audio",)},
                      "condition": condition, "heard": bool(stops),
+                     "transcript": graph.heard(t0),
                      "latency_ms": ((stops[0].header.stamp.sec * NS + stops[0].header.stamp
                                      .nanosec - end_ns) / 1e6) if stops else None})
         print(f"  {condition:5s} {clip['voice']:11s} {clip['form']:8s} {clip['text']!r}: "
@@ -158,6 +179,7 @@ def run_echo(graph: Graph, clips: list[dict]) -> list[dict]:
         stops = graph.stops_after(t0)
         rows.append({**{k: v for k, v in clip.items() if k not in ("audio",)},
                      "condition": "echo", "heard": bool(stops),
+                     "transcript": graph.heard(end_ns - 3 * NS),
                      "latency_ms": ((stops[0].header.stamp.sec * NS + stops[0].header.stamp
                                      .nanosec - end_ns) / 1e6) if stops else None})
         print(f"  echo  {clip['voice']:11s} {clip['form']:8s} {clip['text']!r}: "
@@ -172,8 +194,18 @@ def main() -> int:
     ap.add_argument("--conditions", default="idle,load,echo")
     ap.add_argument("--forms", default="alone,sentence")
     ap.add_argument("--phrases", default="all", help="all, or comma-separated phrases")
+    ap.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                    help="override a node parameter (YAML value), e.g. asr.echo_mode=off")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "stop.json"))
     args = ap.parse_args()
+    import yaml
+    overrides: dict = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        node_name, _, param = key.partition(".")
+        # YAML, except the words YAML 1.1 turns into booleans (echo_mode=off is a string)
+        parsed = value if value.lower() in ("on", "off", "yes", "no") else yaml.safe_load(value)
+        overrides.setdefault(node_name, {})[param] = parsed
 
     from support.speech import synthesize, write_wav
 
@@ -200,7 +232,7 @@ def main() -> int:
     try:
         conditions = args.conditions.split(",")
         if "idle" in conditions or "load" in conditions:
-            graph = Graph(str(tmp / "direct"), with_room=False)
+            graph = Graph(str(tmp / "direct"), with_room=False, overrides=overrides)
             try:
                 if "idle" in conditions:
                     rows += run_direct(graph, clips, "idle")
@@ -217,7 +249,8 @@ def main() -> int:
             wavs = []
             for i, clip in enumerate(clips):
                 wavs.append(str(write_wav(tmp / f"user{i}.wav", clip["audio"])))
-            graph = Graph(str(tmp / "echo"), with_room=True, user_wavs=",".join(wavs))
+            graph = Graph(str(tmp / "echo"), with_room=True, user_wavs=",".join(wavs),
+                          overrides=overrides)
             try:
                 rows += run_echo(graph, clips)
                 # the robot says stop phrases itself, no user: nothing may stop it

@@ -111,6 +111,29 @@ def test_user_talking_over_the_robot_is_heard(robot, user, silero):
     assert erle_db(run.mic[second], out[second]) > 20.0
 
 
+def test_mic_stamps_with_jitter_keep_the_stream_whole(robot, user, silero):
+    """Mic chunks stamped when published (+-8 ms off their true spacing, as a driver stamping
+    with ROS time, or audio/mic/raw, gives): the stream stays contiguous, the echo is cancelled
+    and the user's words come through intact. Taken literally, the same stamps restart the
+    stream at every chunk and mangle the words."""
+    run = EchoRun([robot, robot], delay_ms=80, gain_db=-9.0, user=user, user_turn=1,
+                  user_offset_s=2.0, stamp_jitter_ms=8.0)
+    guard = EchoGuard("reference", R)
+    out, starts = run.run(guard, segmenter(silero))
+    at = run.user_at
+    got = out[at:at + user.size]
+    assert guard.stats["restarts"] == 0
+    assert np.corrcoef(got, user)[0, 1] > 0.9
+    assert abs(level_db(got) - level_db(user)) < 3.0
+    assert len(starts) == 1 and 0 <= starts[0] - at < int(0.25 * R), starts
+    first = run.turn(0)
+    assert erle_db(run.mic[first], out[first]) > 20.0
+    literal = EchoGuard("reference", R, stamp_jitter_ms=0.0)
+    out, _ = run.run(literal, segmenter(silero))
+    assert literal.stats["restarts"] > 100
+    assert np.corrcoef(out[at:at + user.size], user)[0, 1] < 0.9
+
+
 def test_passes_the_mic_when_the_robot_is_silent(user):
     mic = np.concatenate([np.zeros(R, np.float32), user, np.zeros(R // 2, np.float32)])
     guard = EchoGuard("reference", R)

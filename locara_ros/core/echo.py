@@ -38,6 +38,15 @@ it (seen: 0.4 s). While the robot may be audible, :meth:`EchoGuard.feed` holds m
 the reference covers it (at most ``ref_wait_ms``); audio still uncovered after that is gated as
 echo, never passed as if the robot were silent. :meth:`EchoGuard.process` cleans a chunk at
 once, without holding. Output is delayed by ``2 * block`` samples (16 ms at 16 kHz).
+
+Mic stamps: a driver that stamps each chunk with the time it is published (ROS time, not a
+sample clock; `audio/mic/raw` has no stamps at all) gives consecutive chunks stamps a few ms off
+their true spacing. Taken literally, every chunk would look like a hole in the stream and restart
+the blocks, dropping and inserting samples: the words came out mangled (a stop benchmark with
+such a feeder: 52 % of stop phrases recognised, 87 % with echo cancelling off). A chunk within
+``stamp_jitter_ms`` of where the stream continues is taken as contiguous; a longer jump (lost
+messages), or a sustained offset (a smoothed drift over a third of that), restarts the stream at
+the chunk's stamp.
 """
 from __future__ import annotations
 
@@ -152,7 +161,7 @@ class EchoGuard:
                  res_floor_db=-40.0, res_overestimate=2.0, xcorr_window_s=1.0,
                  xcorr_interval_s=0.5, history_s=6.0, dt_factor=2.0, train_s=1.0,
                  train_passes=3, converged_db=15.0, converge_s=2.0, ref_wait_ms=400.0,
-                 residual_gate_db=15.0)
+                 residual_gate_db=15.0, stamp_jitter_ms=40.0)
         unknown = set(params) - set(p)
         if unknown:
             raise ValueError(f"unknown EchoGuard parameter(s): {', '.join(sorted(unknown))}")
@@ -192,6 +201,8 @@ class EchoGuard:
         self._reset_filter()
         self._in = np.zeros(0, dtype=np.float32)  # mic samples waiting for a full block
         self._in_start: Optional[int] = None  # absolute index of _in[0]
+        self.jitter = int(p["stamp_jitter_ms"] * self.rate / 1000)
+        self._drift = 0.0  # smoothed (stamp - where the stream continues), samples
         self._out = np.zeros(self.B, dtype=np.float32)  # output FIFO (+ B in the STFT)
         self.latency = 2 * self.B if mode == "reference" else 0
         self.converged_db = float(p["converged_db"])
@@ -201,7 +212,8 @@ class EchoGuard:
         self._floor_db: Optional[float] = None  # the mic's noise floor, dBFS
         self._rng = np.random.default_rng(0)
         self.stats = {"blocks": 0, "adapted": 0, "double_talk": 0, "gated": 0,
-                      "unconverged": 0, "no_reference": 0, "held": 0, "residue": 0}
+                      "unconverged": 0, "no_reference": 0, "held": 0, "residue": 0,
+                      "restarts": 0}
 
     # ---------------------------------------------------------------- public API
     def on_reference(self, samples: np.ndarray, t_ns: int) -> None:
@@ -349,12 +361,30 @@ class EchoGuard:
         self._converged = False
         self._trained = 0  # echo-only samples the filter has learned from
 
+    def _contiguous(self, start: int) -> int:
+        """The stream position of a chunk stamped `start`: where the stream continues when the
+        stamp is only jitter, else the stamp itself (a hole or a re-anchor)."""
+        if self._in_start is None:
+            return start
+        expected = self._in_start + self._in.size
+        off = start - expected
+        if abs(off) > self.jitter:
+            self._drift = 0.0
+            return start
+        self._drift = 0.9 * self._drift + 0.1 * off
+        if abs(self._drift) > self.jitter / 3:
+            self._drift = 0.0
+            return start
+        return expected
+
     def _reference(self, x: np.ndarray, start: int) -> np.ndarray:
+        start = self._contiguous(start)
         self.mic.write(start, x)
         if self._in_start is None or start != self._in_start + self._in.size:
             # a hole in the mic stream (or its start): restart the blocks there, with the
             # output exactly `latency` behind the input again
             if self._in_start is not None:
+                self.stats["restarts"] += 1
                 log.debug("mic stream jumped by %d samples", start - self._in_start - self._in.size)
             self._in = np.zeros(0, dtype=np.float32)
             self._in_start = start

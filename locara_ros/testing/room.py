@@ -57,6 +57,9 @@ class EchoRun:
     # A stalled subscriber: no reference arrives during these (start_s, seconds) spans (start:
     # seconds after the first turn starts); what was due then arrives in order at their end.
     ref_stalls: list[tuple[float, float]] = field(default_factory=list)
+    # Mic chunks stamped when published, not by a sample clock: each stamp off by up to this
+    # (uniform, seeded), as a driver that stamps with ROS time at publish gives.
+    stamp_jitter_ms: float = 0.0
     turn_starts: list[int] = field(init=False, default_factory=list)
     turn_ends: list[int] = field(init=False, default_factory=list)
     user_at: int | None = field(init=False, default=None)
@@ -116,6 +119,12 @@ class EchoRun:
         starts: list[int] = []
         ri = ei = 0
         lost = [(int(a * RATE), int(b * RATE)) for a, b in holes]
+        jitter = np.random.default_rng(2).uniform(-1.0, 1.0, self.mic.size // c + 1) \
+            * self.stamp_jitter_ms * 1e6
+        where: dict[int, int] = {}  # stamp given -> mic index (outputs are placed by it)
+
+        def place(t: int) -> int:
+            return where.pop(t) if t in where else (t - T0) * RATE // NS
         for i in range(0, self.mic.size - c + 1, c):
             arrival = i + c + int(0.03 * RATE)  # a chunk arrives 30 ms after its last sample
             # reference chunks and SPEAKING events released by now
@@ -128,12 +137,15 @@ class EchoRun:
             now = self.stamp(arrival)
             if any(a <= i < b for a, b in lost):
                 ready = guard.poll(now) if hold else []
-            elif hold:
-                ready = guard.feed(self.mic[i:i + c], self.stamp(i), now)
             else:
-                ready = [(guard.process(self.mic[i:i + c], self.stamp(i)), self.stamp(i))]
+                t_mic = self.stamp(i) + int(jitter[i // c])
+                where[t_mic] = i
+                if hold:
+                    ready = guard.feed(self.mic[i:i + c], t_mic, now)
+                else:
+                    ready = [(guard.process(self.mic[i:i + c], t_mic), t_mic)]
             for y, t in ready:
-                j = (t - T0) * RATE // NS
+                j = place(t)
                 out[j:j + y.size] = y
                 if vad is not None:
                     for ev in vad.feed(y, t):
@@ -141,7 +153,7 @@ class EchoRun:
                             starts.append(int((ev.speech_start_ns - T0) * RATE // NS))
         if hold:
             for y, t in guard.poll(self.stamp(self.mic.size) + NS):
-                j = (t - T0) * RATE // NS
+                j = place(t)
                 out[j:j + y.size] = y
         lat = guard.latency
         aligned = np.zeros_like(out)
