@@ -92,9 +92,10 @@ def test_stop_phrases_match_whole_requests_only():
     schema = load_schema(SCHEMA_PATH)
     stop = schema.stop
     for text in ("stop", "Stop!", "please stop now", "halt, halt!", "emergency stop",
-                 "Don't move!"):
+                 "Don't move!", "Wait.", "wait, wait", "whoa whoa, stop", "oh no, hold it"):
         assert match_phrases(text, stop.phrases, stop.filler), text
-    for text in ("stop at the kitchen", "don't stop", "go to the bus stop", ""):
+    for text in ("stop at the kitchen", "don't stop", "go to the bus stop", "", "please",
+                 "whoa whoa", "oh no", "wait for me in the kitchen"):
         assert not match_phrases(text, stop.phrases, stop.filler), text
 
 

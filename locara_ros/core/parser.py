@@ -159,21 +159,25 @@ class Decision:
 
 
 def match_phrases(text: str, phrases: Iterable[str], filler: Iterable[str] = ()) -> bool:
-    """True when the text, without filler words, is made only of the given phrases."""
-    fill = set(filler)
-    words = [w for w in normalize_words(text).split() if w not in fill]
-    if not words:
-        return False
+    """True when the text is made of the given phrases and filler words, with at least one
+    phrase. A word may be both ("wait" stops the robot, and "wait, stop" is a stop): a text of
+    fillers alone counts only where its words are also a phrase."""
+    words = normalize_words(text).split()
     options = [p.split() for p in phrases if p]
-    reachable = [False] * (len(words) + 1)
-    reachable[0] = True
+    fills = [f.split() for f in filler if f]
+    # state[i]: 0 = words[:i] cannot be read so, 1 = read as fillers only, 2 = with a phrase
+    state = [0] * (len(words) + 1)
+    state[0] = 1
     for i in range(len(words)):
-        if not reachable[i]:
+        if not state[i]:
             continue
+        for f in fills:
+            if words[i:i + len(f)] == f:
+                state[i + len(f)] = max(state[i + len(f)], state[i])
         for p in options:
             if words[i:i + len(p)] == p:
-                reachable[i + len(p)] = True
-    return reachable[len(words)]
+                state[i + len(p)] = 2
+    return bool(words) and state[len(words)] == 2
 
 
 @dataclass
