@@ -11,7 +11,8 @@ sentence ("that is enough, halt"), in these conditions:
 
 * idle  - the graph has nothing else to do; the phrase is published as the microphone
   (audio/mic, 20 ms chunks in real time) with silence around it;
-* load  - the same, with 20 voice/parse calls that need the model in flight all the time;
+* load  - the same, while 20 clients keep voice/parse calls that need the model going (the
+  model is busy all the time; calls refused as busy are retried after 0.5 s);
 * echo  - the robot is talking (a long voice/say) and the phrase comes through the room
   simulator (test/support/room.py: the robot's own audio/tts 80 ms late at -9 dB plus the user)
   2.5 s into its speech; the asr cancels the echo.
@@ -124,7 +125,9 @@ class Graph:
 
 
 def loader(graph: Graph, stop: threading.Event) -> None:
-    """20 voice/parse calls that need the model, in flight all the time."""
+    """20 clients, each keeping a voice/parse call that needs the model going: the model is
+    busy all the time. A call refused as busy is retried after 0.5 s (a client that retried at
+    once would measure a denial-of-service flood of refusals, not a busy robot)."""
     from locara_ros.srv import ParseCommand
 
     def one(i: int) -> None:
@@ -134,6 +137,9 @@ def loader(graph: Graph, stop: threading.Event) -> None:
             t0 = time.monotonic()
             while not future.done() and time.monotonic() - t0 < 90 and not stop.is_set():
                 time.sleep(0.05)
+            result = future.result() if future.done() else None
+            if result is not None and not result.success and "busy" in result.message:
+                stop.wait(0.5)
     threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(20)]
     for t in threads:
         t.start()

@@ -187,3 +187,17 @@ def test_a_spoken_stop_is_not_delayed_by_a_busy_parser(ros, ros_parse):
         a.message for a in answers]
     assert busy, "more calls than parse_concurrency must be answered busy at once"
     print(f"\nstop under load: {took * 1000:.0f} ms; {len(busy)} busy answers")
+
+
+def test_the_model_runs_below_the_voice_pipeline(parser_node):
+    """The model worker (and the llama.cpp threads it starts) runs at nice 19: on a busy CPU the
+    recognizer and the stop lane come first (a stop under parser load: p50 1.9 s at nice 5,
+    1.2 s at nice 19, bench/stop.py). The executor threads keep normal priority."""
+    proc, _group = parser_node
+    assert "model worker: nice 19" in proc.output()
+    nice = {}
+    for stat in Path(f"/proc/{proc.proc.pid}/task").glob("*/stat"):
+        text = stat.read_text()
+        nice[int(stat.parent.name)] = int(text[text.rindex(")") + 2:].split()[16])
+    assert nice[proc.proc.pid] == 0
+    assert 19 in nice.values()

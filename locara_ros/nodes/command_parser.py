@@ -54,6 +54,7 @@ from locara_ros.nodes.common import (
     STREAM_QOS,
     announce_ready,
     declare,
+    lower_thread_priority,
     run_node,
     voice_event,
 )
@@ -112,7 +113,7 @@ _LIMITS = {
     "vision_timeout_s": (0.1, 600.0), "vision_wait_s": (0.0, 600.0),
     "confirmation_timeout_s": (0.1, 3600.0),
     "max_text_chars": (1, 100000), "queue_size": (1, 1000), "service_timeout_s": (0.1, 3600.0),
-    "parse_concurrency": (1, 64),
+    "parse_concurrency": (1, 64), "worker_nice": (0, 19),
 }
 
 
@@ -204,6 +205,9 @@ class CommandParserNode(Node):
         self.vision_wait_s = float(p("vision_wait_s", 3.0, "A vision/ask service not (yet) "
                                      "discovered is waited for this long before the reply "
                                      "says no vision model is running"))
+        self.worker_nice = int(p("worker_nice", 19, "CPU priority (nice, Linux) of the model "
+                                 "worker thread and its compute threads: on a busy CPU the "
+                                 "recognizer, the stop lane and the tts come first; 0 = normal"))
         warmup = bool(p("warmup", True, "Run one generation at start-up to fill the prompt "
                         "cache"))
         for name, value, allowed in (
@@ -478,6 +482,7 @@ class CommandParserNode(Node):
         job.done.set()
 
     def _work(self) -> None:
+        self.get_logger().info(f"model worker: {lower_thread_priority(self.worker_nice)}")
         while True:
             job = self._jobs.get()
             if job is _STOP:

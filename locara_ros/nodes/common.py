@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
+import threading
 from typing import Any, Callable, Sequence
 
 import rclpy
@@ -142,6 +144,22 @@ class _RosLogHandler(logging.Handler):
                 logger.info(text)
         except Exception:  # noqa: BLE001 - logging must never take the node down
             self.handleError(record)
+
+
+def lower_thread_priority(nice: int) -> str:
+    """Give the calling thread (and the threads it starts, e.g. llama.cpp's compute threads)
+    a lower CPU priority: on a busy CPU the recognizer, the stop lane and the tts come first.
+    Linux only (per-thread nice); returns what was done, for the log."""
+    if nice <= 0:
+        return "normal priority"
+    if not sys.platform.startswith("linux"):
+        return f"normal priority (nice per thread is Linux only; {sys.platform})"
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), nice))
+        return f"nice {os.getpriority(os.PRIO_PROCESS, tid)}"
+    except OSError as e:
+        return f"normal priority (setpriority failed: {e})"
 
 
 def _route_core_logging() -> _RosLogHandler:

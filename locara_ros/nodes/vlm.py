@@ -35,6 +35,7 @@ from locara_ros.nodes.common import (
     SERVICE_QOS,
     announce_ready,
     declare,
+    lower_thread_priority,
     run_node,
 )
 from locara_ros.nodes.failover import backend_name, served_by, with_failover
@@ -76,7 +77,7 @@ _LIMITS = {
     "jpeg_quality": (1, 100), "max_pixels": (1, 1_000_000_000), "temperature": (0.0, 2.0),
     "max_frame_age": (0.0, 3600.0),
     "max_question_chars": (1, 100000), "max_tokens": (1, 8192), "max_tokens_limit": (1, 32768),
-    "max_queue": (1, MAX_QUEUE_LIMIT), "request_timeout": (0.1, 3600.0),
+    "max_queue": (1, MAX_QUEUE_LIMIT), "request_timeout": (0.1, 3600.0), "worker_nice": (0, 19),
 }
 
 
@@ -91,6 +92,7 @@ class VlmNode(Node):
         self.max_tokens_limit = int(p["max_tokens_limit"])
         self.max_queue = int(p["max_queue"])
         self.request_timeout = float(p["request_timeout"])
+        self.worker_nice = int(p["worker_nice"])
         if not 1 <= self.max_queue <= MAX_QUEUE_LIMIT:
             raise ValueError(f"max_queue must be 1..{MAX_QUEUE_LIMIT}, got {self.max_queue}")
         if self.max_frame_age <= 0 or self.request_timeout <= 0:
@@ -172,6 +174,8 @@ class VlmNode(Node):
             ("max_queue", 2, f"requests held at once, the one being answered included "
                              f"(1..{MAX_QUEUE_LIMIT}); more are refused as busy"),
             ("request_timeout", 60.0, "seconds a request waits for its answer"),
+            ("worker_nice", 19, "CPU priority (nice, Linux) of the model worker thread and its "
+                               "compute threads: the voice pipeline comes first; 0 = normal"),
             ("subscribe_raw", True, "subscribe camera/image_raw (sensor_msgs/Image)"),
             ("subscribe_compressed", True,
              "subscribe camera/image_raw/compressed (sensor_msgs/CompressedImage)"),
@@ -263,6 +267,7 @@ class VlmNode(Node):
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
+        self.get_logger().info(f"model worker: {lower_thread_priority(self.worker_nice)}")
         while True:
             with self._cv:
                 while not self._waiting and not self._stopping:
