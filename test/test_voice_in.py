@@ -68,7 +68,7 @@ class Listener:
 
 
 def asr_node(procs, **params) -> NodeProcess:
-    base = {"partial_interval": 0.3}
+    base = {"partial_interval": 0.3, "partial_min_speech_s": 0.3}
     base.update(params)
     return procs.start(NodeProcess.node("asr", log_dir=procs.log_dir, params=base),
                        ready_timeout=90)

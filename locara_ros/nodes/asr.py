@@ -112,6 +112,7 @@ class Utterance:
 _LIMITS = {
     "beam_size": (1, 16), "threads": (0, 256), "server_timeout": (0.1, 3600.0),
     "retry_interval": (0.1, 3600.0), "partial_interval": (0.0, 10.0),
+    "partial_min_speech_s": (0.0, 30.0),
     "chunk_seconds": (2.0, 30.0), "chunk_overlap": (0.0, 10.0), "speech_pad_ms": (0.0, 2000.0),
     "vad_threshold": (0.01, 0.99), "vad_neg_threshold": (0.0, 0.99),
     "vad_start_ms": (0.0, 2000.0), "vad_stop_ms": (32.0, 10000.0),
@@ -227,6 +228,9 @@ class AsrNode(Node):
         param("retry_interval", 5.0, "seconds between probes of an unreachable server")
         param("chat_instruction", "", "chat_audio: instruction sent with the audio "
                                       "(empty: ask for a verbatim transcript)")
+        param("partial_min_speech_s", 0.8, "no partial before this much speech: a short "
+                                           "utterance (a stop word) goes straight to the final, "
+                                           "which a running partial would delay")
         param("partial_interval", 0.5, "seconds from the end of one partial hypothesis to the "
                                        "next (0 = no partials)")
         param("chunk_seconds", 25.0, "utterances longer than this are transcribed in "
@@ -286,6 +290,7 @@ class AsrNode(Node):
         self.turn_end = TurnEnd(schema, d["turn_end_complete_ms"], d["vad_stop_ms"],
                                 d["turn_end_incomplete_ms"])
         self.partial_interval = float(d["partial_interval"])
+        self.partial_min_speech = int(float(d["partial_min_speech_s"]) * SAMPLE_RATE)
         self.chunk_samples = int(d["chunk_seconds"] * SAMPLE_RATE)
         self.overlap_samples = int(d["chunk_overlap"] * SAMPLE_RATE)
         self.pad_samples = int(d["speech_pad_ms"] / 1000 * SAMPLE_RATE)
@@ -547,7 +552,7 @@ class AsrNode(Node):
         # so the recognizer is never kept busy by partials when the final is due.
         if (self.partial_interval > 0 and not silent
                 and speech_end > utt.last_partial_speech_end
-                and speech_end - self._pre_roll >= int(0.3 * SAMPLE_RATE)
+                and speech_end - self._pre_roll >= self.partial_min_speech
                 and time.monotonic() - utt.last_partial_time >= self.partial_interval):
             return "partial", utt, n
         return None
