@@ -15,7 +15,8 @@ sentence ("that is enough, halt"), in these conditions:
   model is busy all the time; calls refused as busy are retried after 0.5 s);
 * echo  - the robot is talking (a long voice/say) and the phrase comes through the room
   simulator (test/support/room.py: the robot's own audio/tts 80 ms late at -9 dB plus the user)
-  2.5 s into its speech; the asr cancels the echo.
+  2.5 s into its speech; the asr cancels the echo. A first robot turn with no user lets the
+  canceller learn the echo path (it gates the mic in the robot's first seconds after start-up).
 
 Per phrase: recall (stop published on voice/command for that utterance) and latency from the end
 of the spoken word (capture time of the last voiced sample in the mic stream) to the stop's
@@ -94,7 +95,9 @@ class Graph:
             from support.room import room_process
             self.room = self.group.start(room_process(
                 self.group.log_dir, echo_delay_ms=80.0, echo_gain_db=-9.0, user_offset=2.5,
-                user_wav=user_wavs, user_turns="all"))
+                user_wav=user_wavs,
+                # one user clip per turn, then turns without a user (the robot's own stop words)
+                user_turns=",".join(str(k) for k in range(1, len(user_wavs.split(",")) + 1))))
             self.ends = self.ros.collect(node, Header, "room/user_end", RELIABLE_QOS)
             self.room.wait_for_output("loudspeaker connected", timeout=30)
         else:
@@ -172,16 +175,56 @@ def run_direct(graph: Graph, clips: list[dict], condition: str) -> list[dict]:
     return rows
 
 
+def _speaking_stopped(graph: Graph) -> int:
+    from locara_ros.msg import VoiceEvent
+    return len([e for e in graph.events.snapshot() if e.type == VoiceEvent.SPEAKING_STOPPED])
+
+
+def _wait_quiet(graph: Graph, quiet_s: float = 2.0, timeout: float = 90.0) -> None:
+    """Until the robot has been silent for quiet_s (its reply to a missed stop included), so the
+    room starts a new turn with the next voice/say."""
+    from locara_ros.msg import VoiceEvent
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ev = [e for e in graph.events.snapshot()
+              if e.type in (VoiceEvent.SPEAKING_STARTED, VoiceEvent.SPEAKING_STOPPED)]
+        started = sum(e.type == VoiceEvent.SPEAKING_STARTED for e in ev)
+        if started <= len(ev) - started:  # every start has its stop
+            last = max((e.header.stamp.sec * NS + e.header.stamp.nanosec for e in ev), default=0)
+            if graph.node.get_clock().now().nanoseconds - last >= quiet_s * NS:
+                return
+        time.sleep(0.1)
+    raise TimeoutError("the robot did not fall silent")
+
+
+def _robot_turn(graph: Graph, text: str) -> None:
+    """The robot says `text`; returns once it stopped (finished or stopped) and the room's turn
+    gap has passed."""
+    from std_msgs.msg import String
+
+    from locara_ros.testing.inprocess import wait_until
+    n = _speaking_stopped(graph)
+    graph.say.publish(String(data=text))
+    wait_until(lambda: _speaking_stopped(graph) > n, 60, what="the robot's turn to end")
+    _wait_quiet(graph)
+
+
 def run_echo(graph: Graph, clips: list[dict]) -> list[dict]:
     from std_msgs.msg import String
+    # Turn 1: the robot alone (the room's user for it is silence). The echo canceller learns the
+    # echo path in the robot's first seconds of speech and gates the mic until then, as after
+    # any start-up; the stops are measured from turn 2 on.
+    _robot_turn(graph, ROBOT_TALK)
     rows = []
     for clip in clips:
         n = len(graph.ends.snapshot())
+        m = _speaking_stopped(graph)
         t0 = graph.node.get_clock().now().nanoseconds
         graph.say.publish(String(data=ROBOT_TALK))
         end = graph.ends.wait_for(n + 1, timeout=30)[n]
         end_ns = end.stamp.sec * NS + end.stamp.nanosec
-        time.sleep(3.0)
+        # the room announces the user's end of speech when the turn starts: wait past it
+        time.sleep(max(0.0, (end_ns - graph.node.get_clock().now().nanoseconds) / NS) + 3.0)
         stops = graph.stops_after(t0)
         rows.append({**{k: v for k, v in clip.items() if k not in ("audio",)},
                      "condition": "echo", "heard": bool(stops),
@@ -190,7 +233,10 @@ def run_echo(graph: Graph, clips: list[dict]) -> list[dict]:
                                      .nanosec - end_ns) / 1e6) if stops else None})
         print(f"  echo  {clip['voice']:11s} {clip['form']:8s} {clip['text']!r}: "
               f"{_shown(rows[-1])}", flush=True)
-        time.sleep(4.0)  # the robot's speech (if not stopped) and its echo are over
+        from locara_ros.testing.inprocess import wait_until
+        # the robot's speech (if not stopped), any reply, and the room's turn gap are over
+        wait_until(lambda m=m: _speaking_stopped(graph) > m, 60, what="the robot's turn to end")
+        _wait_quiet(graph)
     return rows
 
 
@@ -252,7 +298,8 @@ def main() -> int:
             finally:
                 graph.close()
         if "echo" in conditions:
-            wavs = []
+            silence = np.zeros(16000, np.float32)
+            wavs = [str(write_wav(tmp / "warm_up_silence.wav", silence))]
             for i, clip in enumerate(clips):
                 wavs.append(str(write_wav(tmp / f"user{i}.wav", clip["audio"])))
             graph = Graph(str(tmp / "echo"), with_room=True, user_wavs=",".join(wavs),

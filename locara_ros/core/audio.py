@@ -131,6 +131,59 @@ class StreamResampler:
         return _linear(x, self.rate_in, self.rate_out)
 
 
+class StampedResampler:
+    """A stamped stream (chunks with the time of their first sample) resampled chunk by chunk,
+    with stamps that stay true.
+
+    soxr's stream holds samples back and releases them in bursts (22.05 -> 16 kHz in 1024-sample
+    chunks: 538, 540, 540, 1080, ... out of 743 each), so output chunk k does not start at input
+    chunk k's stamp: stamped that way, the echo reference sat 30-40 ms late and jittered, the
+    canceller found a wrong delay (50 ms for 80 ms) and never converged. Output samples follow a
+    sample clock anchored at the first input sample; an input stamp more than `resync_s` off
+    that clock (a new turn after a pause, lost messages) flushes the stream and re-anchors."""
+
+    def __init__(self, rate_in: int, rate_out: int, resync_s: float = 0.02) -> None:
+        self.rate_in, self.rate_out = int(rate_in), int(rate_out)
+        self.resync_ns = int(resync_s * 1e9)
+        self._res = StreamResampler(self.rate_in, self.rate_out)
+        self._anchor: int | None = None  # stamp of input sample 0 since the last anchor
+        self._n_in = 0
+        self._n_out = 0
+
+    def _out_stamp(self) -> int:
+        assert self._anchor is not None
+        return self._anchor + self._n_out * 1_000_000_000 // self.rate_out
+
+    def flush(self) -> list[tuple[np.ndarray, int]]:
+        """The samples held back, now (the stream ended, e.g. the robot stopped talking): a
+        consumer waiting for the reference up to the end must not wait for the next turn."""
+        out: list[tuple[np.ndarray, int]] = []
+        if self._anchor is not None:
+            tail = self._res.process(np.zeros(0, np.float32), last=True)
+            if tail.size:
+                out.append((tail, self._out_stamp()))
+            self._anchor = None
+        return out
+
+    def process(self, x: np.ndarray, t_ns: int) -> list[tuple[np.ndarray, int]]:
+        """Input chunk stamped t_ns -> the output ready now, as (samples, stamp) pairs."""
+        x = np.asarray(x, dtype=np.float32)
+        out: list[tuple[np.ndarray, int]] = []
+        if self._anchor is not None:
+            expected = self._anchor + self._n_in * 1_000_000_000 // self.rate_in
+            if abs(int(t_ns) - expected) > self.resync_ns:
+                out += self.flush()
+        if self._anchor is None:
+            self._res = StreamResampler(self.rate_in, self.rate_out)
+            self._anchor, self._n_in, self._n_out = int(t_ns), 0, 0
+        y = self._res.process(x)
+        self._n_in += x.size
+        if y.size:
+            out.append((y, self._out_stamp()))
+            self._n_out += y.size
+        return out
+
+
 class Rechunker:
     """Collect arbitrary-length sample blocks, emit fixed-size chunks."""
 

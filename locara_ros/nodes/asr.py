@@ -29,7 +29,7 @@ from rclpy.node import Node
 from locara_ros.core.audio import (
     AudioFormat,
     AudioFormatError,
-    StreamResampler,
+    StampedResampler,
     decode,
     to_mono,
 )
@@ -160,7 +160,7 @@ class AsrNode(Node):
         # Audio input state (touched only by callbacks of the default, mutually exclusive group).
         self._fmt: AudioFormat | None = AudioFormat(p["input_sample_rate"], 1, "S16LE")
         self._fmt_problem = ""
-        self._resampler = StreamResampler(self._fmt.sample_rate, SAMPLE_RATE)
+        self._resampler = StampedResampler(self._fmt.sample_rate, SAMPLE_RATE)
         self._audio_seen = False
         self._bad_chunks = 0
         self._frame_id = self.frame_id_default
@@ -183,7 +183,7 @@ class AsrNode(Node):
         self.create_subscription(AudioData, p["audio_data_topic"], self._on_raw, AUDIO_QOS)
         if self.echo is not None:
             self._tts_fmt = AudioFormat(22050, 1, "S16LE")
-            self._tts_resampler = StreamResampler(self._tts_fmt.sample_rate, SAMPLE_RATE)
+            self._tts_resampler = StampedResampler(self._tts_fmt.sample_rate, SAMPLE_RATE)
             self.create_subscription(AudioInfo, "audio/tts/info", self._on_tts_info, LATCHED_QOS)
             self.create_subscription(AudioDataStamped, "audio/tts", self._on_tts, AUDIO_QOS)
             self.create_subscription(VoiceEvent, "voice/events", self._on_event, EVENTS_QOS)
@@ -359,7 +359,7 @@ class AsrNode(Node):
         else:
             self.get_logger().info(f"audio format: {self._describe(fmt)}")
         self._fmt, self._fmt_problem = fmt, ""
-        self._resampler = StreamResampler(fmt.sample_rate, SAMPLE_RATE)
+        self._resampler = StampedResampler(fmt.sample_rate, SAMPLE_RATE)
 
     @staticmethod
     def _describe(fmt: AudioFormat) -> str:
@@ -393,9 +393,8 @@ class AsrNode(Node):
         if samples.size == 0:
             return
         self._audio_seen = True
-        mono = self._resampler.process(to_mono(samples))
-        if mono.size:
-            self._put((mono, stamp_ns, frame_id or self.frame_id_default))
+        for mono, t_ns in self._resampler.process(to_mono(samples), stamp_ns):
+            self._put((mono, t_ns, frame_id or self.frame_id_default))
 
     def _put(self, item: Any) -> None:
         while True:
@@ -421,7 +420,7 @@ class AsrNode(Node):
             return
         if fmt != self._tts_fmt:
             self._tts_fmt = fmt
-            self._tts_resampler = StreamResampler(fmt.sample_rate, SAMPLE_RATE)
+            self._tts_resampler = StampedResampler(fmt.sample_rate, SAMPLE_RATE)
 
     def _on_tts(self, msg: AudioDataStamped) -> None:
         try:
@@ -429,14 +428,18 @@ class AsrNode(Node):
         except AudioFormatError as e:
             self.get_logger().error(f"audio/tts chunk dropped: {e}", throttle_duration_sec=5.0)
             return
-        ref = self._tts_resampler.process(x)
         t_ns = stamp_to_ns(msg.header.stamp) or self.get_clock().now().nanoseconds
         with self._echo_lock:
-            self.echo.on_reference(ref, t_ns)
+            for ref, t in self._tts_resampler.process(x, t_ns):
+                self.echo.on_reference(ref, t)
 
     def _on_event(self, msg: VoiceEvent) -> None:
         if msg.type in (VoiceEvent.SPEAKING_STARTED, VoiceEvent.SPEAKING_STOPPED):
             with self._echo_lock:
+                if msg.type == VoiceEvent.SPEAKING_STOPPED:
+                    # the resampler's last samples: the mic audio up to the stop waits for them
+                    for ref, t in self._tts_resampler.flush():
+                        self.echo.on_reference(ref, t)
                 self.echo.on_speaking(msg.type == VoiceEvent.SPEAKING_STARTED,
                                       stamp_to_ns(msg.header.stamp))
                 summary = self.echo.summary()

@@ -40,6 +40,7 @@ from locara_ros.core.audio import (
     MIC_FORMAT,
     decode,
     encode_s16le,
+    StampedResampler,
     resample,
     to_mono,
 )
@@ -142,6 +143,9 @@ class Room(Node):
         self.lock = threading.Lock()
         self.tts = _Timeline()
         self.tts_fmt = AudioFormat(22050, 1, "S16LE")
+        # the loudspeaker plays a continuous signal: resample it as a stream (per-chunk
+        # resampling leaves edges and rounding gaps a real echo does not have)
+        self.tts_resampler = StampedResampler(22050, RATE)
         self.turn = 0
         self.turn_end = None  # one past the last tts sample of the current turn
         self.scheduled: list[tuple[int, np.ndarray]] = []  # (start index, user audio)
@@ -168,6 +172,7 @@ class Room(Node):
         try:
             self.tts_fmt = AudioFormat(int(msg.sample_rate), int(msg.channels),
                                        msg.sample_format or "S16LE")
+            self.tts_resampler = StampedResampler(self.tts_fmt.sample_rate, RATE)
         except AudioFormatError as e:
             self.get_logger().error(f"audio/tts/info: {e}")
 
@@ -178,19 +183,22 @@ class Room(Node):
         except AudioFormatError as e:
             self.get_logger().error(f"audio/tts chunk dropped: {e}")
             return
-        x = resample(x, fmt.sample_rate, RATE)
-        start = round(stamp_to_ns(msg.header.stamp) * RATE / NS)
         with self.lock:
-            if self.turn_end is None or start - self.turn_end >= self.turn_gap:
-                self._new_turn(start)
-            self.turn_end = max(self.turn_end, start + x.size)
-            if start + self.delay < self.published:
-                self.late += 1  # part of this chunk's echo should already have been heard
-                self.get_logger().warn(
-                    f"audio/tts chunk arrived {(self.published - start) * 1000 // RATE} ms after "
-                    f"its play time, too late for the echo ({self.late} so far)",
-                    throttle_duration_sec=2.0)
-            self.tts.write(start, x)
+            for y, t_ns in self.tts_resampler.process(x, stamp_to_ns(msg.header.stamp)):
+                self._play(y, round(t_ns * RATE / NS))
+
+    def _play(self, x: np.ndarray, start: int) -> None:
+        """Loudspeaker output x from sample index `start` (lock held)."""
+        if self.turn_end is None or start - self.turn_end >= self.turn_gap:
+            self._new_turn(start)
+        self.turn_end = max(self.turn_end, start + x.size)
+        if start + self.delay < self.published:
+            self.late += 1  # part of this chunk's echo should already have been heard
+            self.get_logger().warn(
+                f"audio/tts chunk arrived {(self.published - start) * 1000 // RATE} ms after "
+                f"its play time, too late for the echo ({self.late} so far)",
+                throttle_duration_sec=2.0)
+        self.tts.write(start, x)
 
     def _new_turn(self, start: int) -> None:
         self.turn += 1
