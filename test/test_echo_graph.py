@@ -68,11 +68,12 @@ class Graph:
     """tts + asr + room processes, and the test's own node listening to all of them."""
 
     def __init__(self, ros, procs, mode: str, user_wav: str | None, user_turns: str = "2",
-                 record_wav: str = "", model: str = "base"):
+                 record_wav: str = "", model: str = "base", output_rate: int = RATE):
         echo_db, user_db = LEVELS[mode]
         self.echo_db = echo_db
+        self.tts_rate = output_rate or 22050  # 0: Piper's own rate
         procs.start(NodeProcess.node("tts", log_dir=procs.log_dir, params={
-            "play_on_device": False, "output_rate": RATE, "barge_in_min_speech": 0.2}))
+            "play_on_device": False, "output_rate": output_rate, "barge_in_min_speech": 0.2}))
         self.asr = procs.start(NodeProcess.node("asr", log_dir=procs.log_dir, params={
             "echo_mode": mode, "model": model, "language": "en", "partial_interval": 0.0}),
             ready_timeout=120)
@@ -134,7 +135,7 @@ class Graph:
 
     def last_tts_end(self) -> float:
         """ROS time (s) at which the last audio/tts sample is played."""
-        return max(stamp_to_ns(m.header.stamp) / 1e9 + len(m.audio.data) / 2 / RATE
+        return max(stamp_to_ns(m.header.stamp) / 1e9 + len(m.audio.data) / 2 / self.tts_rate
                    for m in self.tts_audio.snapshot())
 
     def settle_finals(self, timeout: float = 60.0) -> list[Transcript]:
@@ -208,6 +209,19 @@ def test_robot_ignores_its_echo_but_the_user_barges_in(ros, procs, user_wav):
           f"onset -> SPEECH_STARTED decided: {(decided - onset) * 1000:.0f} ms; "
           f"heard {mine[0].text!r}")
     assert g.asr.alive and g.room.alive
+
+
+def test_echo_path_is_found_at_the_tts_native_rate(ros, procs):
+    """The shipped configs publish audio/tts at Piper's own 22.05 kHz and the asr resamples it
+    for the reference; the resampler holds samples back and releases them in bursts. Stamped
+    with their true time, the echo path is found at the room's delay and the filter converges
+    in the first turn (stamped with the message they came out of: 50 ms for 80 ms, 0 dB)."""
+    g = Graph(ros, procs, "reference", None, output_rate=0)
+    echo_only_turn(g)
+    m = g.asr.wait_for_output(r"robot stopped speaking; echo: delay ([0-9.]+) ms, (\w+)",
+                              timeout=10)
+    assert float(m.group(1)) == pytest.approx(ECHO_DELAY_MS, abs=2.0), m.group(0)
+    assert m.group(2) == "converged", m.group(0)
 
 
 def test_without_echo_handling_the_robot_interrupts_itself(ros, procs):
