@@ -17,6 +17,9 @@ sentence ("that is enough, halt"), in these conditions:
   simulator (test/support/room.py: the robot's own audio/tts 80 ms late at -9 dB plus the user)
   2.5 s into its speech; the asr cancels the echo. A first robot turn with no user lets the
   canceller learn the echo path (it gates the mic in the robot's first seconds after start-up).
+  Known limitation: the room gives every robot turn a user clip, and the robot's spoken stop
+  reply ("Stopping.") is a turn too, so runs fall out of step after the first stop; the echo
+  numbers are not trustworthy until the room plays users on request instead of per turn.
 
 Per phrase: recall (stop published on voice/command for that utterance) and latency from the end
 of the spoken word (capture time of the last voiced sample in the mic stream) to the stop's
