@@ -140,7 +140,9 @@ class StampedResampler:
     chunk k's stamp: stamped that way, the echo reference sat 30-40 ms late and jittered, the
     canceller found a wrong delay (50 ms for 80 ms) and never converged. Output samples follow a
     sample clock anchored at the first input sample; an input stamp more than `resync_s` off
-    that clock (a new turn after a pause, lost messages) flushes the stream and re-anchors."""
+    that clock (a new turn after a pause, lost messages) flushes the stream and re-anchors.
+    At equal rates nothing is held back: chunks and stamps pass through unchanged (a consumer
+    that needs a smooth clock, like the echo canceller, keeps its own)."""
 
     def __init__(self, rate_in: int, rate_out: int, resync_s: float = 0.02) -> None:
         self.rate_in, self.rate_out = int(rate_in), int(rate_out)
@@ -168,6 +170,8 @@ class StampedResampler:
     def process(self, x: np.ndarray, t_ns: int) -> list[tuple[np.ndarray, int]]:
         """Input chunk stamped t_ns -> the output ready now, as (samples, stamp) pairs."""
         x = np.asarray(x, dtype=np.float32)
+        if self.rate_in == self.rate_out:
+            return [(x, int(t_ns))] if x.size else []
         out: list[tuple[np.ndarray, int]] = []
         if self._anchor is not None:
             expected = self._anchor + self._n_in * 1_000_000_000 // self.rate_in
