@@ -144,7 +144,7 @@ class StampedResampler:
     At equal rates nothing is held back: chunks and stamps pass through unchanged (a consumer
     that needs a smooth clock, like the echo canceller, keeps its own)."""
 
-    def __init__(self, rate_in: int, rate_out: int, resync_s: float = 0.02) -> None:
+    def __init__(self, rate_in: int, rate_out: int, resync_s: float = 0.01) -> None:
         self.rate_in, self.rate_out = int(rate_in), int(rate_out)
         self.resync_ns = int(resync_s * 1e9)
         self._res = StreamResampler(self.rate_in, self.rate_out)
