@@ -168,7 +168,7 @@ def frames_received(vlm) -> int:
 
 def test_flood_of_large_frames_keeps_memory_bounded(vlm, procs, support_dir, ask):
     node = psutil.Process(vlm.pid)
-    small = publish(procs, support_dir, "bgr8", 4000, count=1)
+    small = publish(procs, support_dir, "bgr8", 4000, count=1, hold=True)
     ask_until_stamp(ask, 4000)
     small.stop()  # it would keep resending its frame between the flood's
     received_before = frames_received(vlm)
@@ -221,7 +221,7 @@ def test_flood_of_large_frames_keeps_memory_bounded(vlm, procs, support_dir, ask
     assert reply is not None, "no answer about any flood frame"
     assert reply.success and reply.message == "ok" and vlm.alive
     # Still serving afterwards: a new small frame replaces the big one.
-    publish(procs, support_dir, "rgb8", 30000, count=1)
+    publish(procs, support_dir, "rgb8", 30000, count=1, hold=True)
     ask_until_stamp(ask, 30000)
 
 
@@ -255,7 +255,7 @@ def test_rejects_bad_questions_bad_frames_and_stale_frames(tiny_vlm, procs, supp
     assert "does not match step x height" in reply.message
     pub.stop()
 
-    pub = publish(procs, support_dir, "rgb8", 300, namespace=ns, count=1)
+    pub = publish(procs, support_dir, "rgb8", 300, namespace=ns, count=1, hold=True)
     ask_until_stamp(ask, 300)
     pub.stop()
     time.sleep(0.6)
@@ -306,7 +306,7 @@ def test_remote_backend_against_a_real_openai_compatible_server(tiny_vlm, procs,
                                        params={"backend": "openai", "server_url": url,
                                                "max_tokens": 8}))
     ask = asker(ns)
-    pub = publish(procs, support_dir, "bgr8", 600, count=1, namespace=ns)
+    pub = publish(procs, support_dir, "bgr8", 600, count=1, namespace=ns, hold=True)
     reply = ask_until_stamp(ask, 600, timeout=60)
     assert reply.backend == f"openai:{url}" and reply.answer.strip()
     assert "POST /v1/chat/completions HTTP/1.1\" 200" in server.output()
@@ -343,7 +343,7 @@ def test_remote_backend_fails_over_to_the_local_model_and_back(tiny_vlm, ros, pr
                                      fallback="llama_cpp", retry_interval=1.0,
                                      max_frame_age=60.0, max_tokens=8)))
     ask = asker(ns)
-    publish(procs, support_dir, "bgr8", 700, count=1, namespace=ns)
+    publish(procs, support_dir, "bgr8", 700, count=1, namespace=ns, hold=True)
     first = ask_until_stamp(ask, 700, timeout=60)
     assert first.backend == f"openai:{url}"
 
