@@ -168,7 +168,7 @@ def frames_received(vlm) -> int:
 
 def test_flood_of_large_frames_keeps_memory_bounded(vlm, procs, support_dir, ask):
     node = psutil.Process(vlm.pid)
-    small = publish(procs, support_dir, "bgr8", 4000, count=1, hold=True)
+    small = publish(procs, support_dir, "bgr8", 4000, count=1)
     ask_until_stamp(ask, 4000)
     small.stop()  # it would keep resending its frame between the flood's
     received_before = frames_received(vlm)
