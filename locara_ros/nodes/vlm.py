@@ -174,8 +174,8 @@ class VlmNode(Node):
             ("max_queue", 2, f"requests held at once, the one being answered included "
                              f"(1..{MAX_QUEUE_LIMIT}); more are refused as busy"),
             ("request_timeout", 60.0, "seconds a request waits for its answer"),
-            ("worker_nice", 19, "CPU priority (nice, Linux) of the model worker thread and its "
-                               "compute threads: the voice pipeline comes first; 0 = normal"),
+            ("worker_nice", 0, "CPU priority (nice, Linux) of the model worker thread and its "
+                               "compute threads (0 = normal; 19 puts the voice pipeline first)"),
             ("subscribe_raw", True, "subscribe camera/image_raw (sensor_msgs/Image)"),
             ("subscribe_compressed", True,
              "subscribe camera/image_raw/compressed (sensor_msgs/CompressedImage)"),
