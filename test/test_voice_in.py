@@ -243,9 +243,14 @@ def test_wyoming_satellite_to_asr(ros, procs):
         "chunk_ms": 30.0}))
     listener.wait_connected(ros)
     ros.wait_for_publishers(listener.node, "audio/mic")
+    # The satellite's audio is published as it arrives (best effort, nothing kept): the asr must
+    # be matched before the speech starts. Failed once in CI with 0.6 s of lead silence and no
+    # wait (mic_capture started after the asr; nothing transcribed).
+    wait_until(lambda: listener.node.count_subscribers("audio/mic") >= 2, 20,
+               what="the asr subscribed to audio/mic")
 
     rate = 22050
-    speech = np.concatenate([silence(0.6, rate), synthesize("take a picture", rate),
+    speech = np.concatenate([silence(1.0, rate), synthesize("take a picture", rate),
                              silence(1.0, rate)])
     pcm = encode_s16le(np.stack([speech, speech * 0.5], axis=1).reshape(-1))
 
