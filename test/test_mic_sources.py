@@ -1,5 +1,6 @@
 """mic_capture's sources without ROS: conversion of real multi-channel files, file replay, device
-errors with backoff, and a real Wyoming client streaming to the Wyoming source."""
+errors with backoff, a real Wyoming client streaming to the Wyoming source, and the Wyoming
+client source against peers built on the wyoming package's own server classes."""
 from __future__ import annotations
 
 import asyncio
@@ -17,6 +18,7 @@ from locara_ros.core.mic_sources import (
     DeviceSource,
     FileSource,
     OutputConfig,
+    WyomingClientSource,
     WyomingSource,
 )
 
@@ -220,3 +222,155 @@ def test_wyoming_source_picks_a_channel(speech16):
     finally:
         src.stop()
     assert similarity(sink.audio(), speech16) > 0.99
+
+
+class WyomingPeer:
+    """A Wyoming peer on the wyoming package's own AsyncTcpServer/AsyncEventHandler, in a thread:
+    a microphone service (streams to every client at once) or a satellite (answers describe as
+    one and streams only after run-satellite). Its "microphone" is `audio` (this machine has no
+    sound card), sent as 48 kHz stereo S16LE in real time, then silence until disconnected."""
+
+    def __init__(self, audio16: np.ndarray, port: int = 0, satellite: bool = False) -> None:
+        self.audio = resample(audio16, 16000, 48000)
+        self.port, self.satellite = port, satellite
+        self.clients = 0
+        self.run_satellite = 0
+        self.ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()))
+
+    def __enter__(self) -> WyomingPeer:
+        self._thread.start()
+        assert self.ready.wait(5)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(5)
+
+    async def _serve(self) -> None:
+        from wyoming.audio import AudioChunk, AudioFormat, AudioStart
+        from wyoming.info import Attribution, Describe, Info, MicProgram, Satellite
+        from wyoming.satellite import RunSatellite
+        from wyoming.server import AsyncEventHandler, AsyncTcpServer
+
+        peer = self
+        attribution = Attribution(name="test", url="")
+        if self.satellite:
+            info = Info(satellite=Satellite(name="kitchen satellite", attribution=attribution,
+                                            installed=True, description="", version=None))
+        else:
+            info = Info(mic=[MicProgram(name="file mic", attribution=attribution, installed=True,
+                                        description="", version=None,
+                                        mic_format=AudioFormat(rate=48000, width=2, channels=2))])
+
+        class Handler(AsyncEventHandler):
+            def __init__(self, reader, writer) -> None:
+                super().__init__(reader, writer)
+                peer.clients += 1
+                self.streaming: asyncio.Task | None = None
+                if not peer.satellite:
+                    self.streaming = asyncio.create_task(self.stream())
+
+            async def stream(self) -> None:
+                await self.write_event(AudioStart(rate=48000, width=2, channels=2).event())
+                pcm = encode_s16le(np.stack([peer.audio, peer.audio], axis=1).reshape(-1))
+                step = 960 * 4  # 20 ms of 48 kHz stereo, in real time
+                t0, k = time.monotonic(), 0
+                while True:
+                    for i in range(0, len(pcm), step):
+                        await self.write_event(AudioChunk(rate=48000, width=2, channels=2,
+                                                          audio=pcm[i:i + step]).event())
+                        k += 1
+                        await asyncio.sleep(max(0.0, t0 + k * 0.02 - time.monotonic()))
+                    pcm = bytes(step * 10)  # then silence
+
+            async def handle_event(self, event) -> bool:
+                if Describe.is_type(event.type):
+                    await self.write_event(info.event())
+                elif RunSatellite.is_type(event.type) and self.streaming is None:
+                    peer.run_satellite += 1
+                    self.streaming = asyncio.create_task(self.stream())
+                return True
+
+            async def disconnect(self) -> None:
+                if self.streaming is not None:
+                    self.streaming.cancel()
+
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        server = AsyncTcpServer("127.0.0.1", self.port)
+        await server.start(Handler)
+        self.port = server._server.sockets[0].getsockname()[1]
+        self.ready.set()
+        await self._stop.wait()
+        await server.stop()
+
+
+def wait_for(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+@pytest.mark.parametrize("satellite", [False, True], ids=["microphone", "satellite"])
+def test_wyoming_client_streams_a_peer_and_reconnects_with_backoff(speech16, satellite):
+    sink = Sink()
+    with WyomingPeer(speech16, satellite=satellite) as peer:
+        port = peer.port
+        src = WyomingClientSource(f"tcp://127.0.0.1:{port}", OutputConfig(chunk_ms=20), sink,
+                                  retry_initial=0.05, retry_max=0.2, on_error=sink.error,
+                                  on_client=sink.error).start()
+        try:
+            assert wait_for(lambda: sink.audio().size >= speech16.size)
+            assert src.peer_kind == ("satellite" if satellite else "mic")
+            assert peer.run_satellite == (1 if satellite else 0)
+            assert similarity(sink.audio()[:speech16.size], speech16) > 0.98
+        except BaseException:
+            src.stop()
+            raise
+    try:
+        # The peer is gone: reconnect attempts with a doubling delay, capped at retry_max.
+        assert wait_for(lambda: len(src.retry_delays) >= 4)
+        assert src.retry_delays[:4] == [0.05, 0.1, 0.2, 0.2]
+        assert any("connection closed by the peer" in e for e in sink.errors)
+        assert any("cannot connect" in e for e in sink.errors)
+        before = sink.audio().size
+        with WyomingPeer(speech16, port=port, satellite=satellite) as peer2:
+            assert wait_for(lambda: src.connections == 2 and sink.audio().size
+                            >= before + speech16.size)
+            assert peer2.clients == 1
+    finally:
+        src.stop()
+    assert not src.running
+    assert (np.diff(np.array(sink.stamps)) > 0).all()
+
+
+def test_wyoming_client_rejects_a_bad_uri_or_mode():
+    for uri in ("127.0.0.1:10700", "http://host:1", "tcp://host"):
+        with pytest.raises(ValueError, match="uri"):
+            WyomingClientSource(uri, OutputConfig(), lambda c, s: None)
+    with pytest.raises(ValueError, match="mode"):
+        WyomingClientSource("tcp://h:1", OutputConfig(), lambda c, s: None, mode="speaker")
+
+
+def test_wyoming_client_gives_up_on_a_peer_that_never_answers():
+    """A TCP server that accepts and says nothing (not a Wyoming peer): no answer to describe
+    within connect_timeout, then retried."""
+    import socket
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    sink = Sink()
+    src = WyomingClientSource(f"tcp://127.0.0.1:{srv.getsockname()[1]}", OutputConfig(), sink,
+                              retry_initial=0.05, connect_timeout=0.3,
+                              on_error=sink.error).start()
+    try:
+        assert wait_for(lambda: len(src.retry_delays) >= 2)
+    finally:
+        src.stop()
+        srv.close()
+    assert "no answer to describe within 0.3 s" in sink.errors[0]
+    assert src.connections == 0 and not sink.chunks

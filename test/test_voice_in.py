@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import array
 import asyncio
+import os
+import re
+import shlex
 import socket
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,6 +40,9 @@ pytestmark = [pytest.mark.slow,
 # sometimes heard "pick up the red ball" as "take up the red ball".
 PHRASES = ["go back to the charging station", "turn around and come back",
            "open the door and look at the table"]
+
+
+SUPPORT = Path(__file__).parent / "support"
 
 
 def free_port() -> int:
@@ -289,6 +297,52 @@ def test_wyoming_satellite_to_asr(ros, procs):
     stamps = [stamp_to_ns(c.header.stamp) for c in chunks]
     assert stamps == sorted(stamps)
 
+
+
+def stock_satellite(procs, port: int, pcm_path: str, label: str) -> NodeProcess:
+    """The real wyoming-satellite program (PyPI, its own venv: tools/setup.sh), streaming
+    always (no wake word) from a paced file that stands in for arecord."""
+    python = os.environ.get("LOCARA_WYOMING_SATELLITE", "")
+    if not python or not os.path.exists(python):
+        pytest.fail("no wyoming-satellite venv (LOCARA_WYOMING_SATELLITE): run tools/setup.sh")
+    mic = shlex.join([sys.executable, str(SUPPORT / "paced_pcm.py"), pcm_path, "3.0"])
+    proc = NodeProcess([python, "-m", "wyoming_satellite", "--uri", f"tcp://127.0.0.1:{port}",
+                        "--name", "test satellite", "--mic-command", mic, "--debug"],
+                       label=label, log_dir=procs.log_dir, ready_pattern=None)
+    procs.add(proc).start()
+    return proc
+
+
+def test_wyoming_client_streams_a_stock_satellite_and_reconnects(ros, procs, tmp_path):
+    """mic_capture connects to a running wyoming-satellite (source wyoming_client), sends
+    run-satellite and hears the user; the satellite restarts: mic_capture reconnects with
+    backoff and hears the next request."""
+    port = free_port()
+    pcms = []
+    for i, text in enumerate(("take a picture", "go to the kitchen")):
+        path = tmp_path / f"user{i}.raw"
+        path.write_bytes(encode_s16le(np.concatenate([silence(0.5), synthesize(text)])))
+        pcms.append(str(path))
+    listener = Listener(ros, "wyoming_client_listener")
+    asr_node(procs)
+    sat = stock_satellite(procs, port, pcms[0], "satellite1")
+    mic = procs.start(NodeProcess.node("mic_capture", log_dir=procs.log_dir, params={
+        "source": "wyoming_client", "wyoming_uri": f"tcp://127.0.0.1:{port}",
+        "retry_initial": 0.2, "retry_max": 1.0}))
+    listener.wait_connected(ros)
+    mic.wait_for_output(r"connected to the satellite 'test satellite'.*sent run-satellite", 20)
+    # The satellite's microphone runs from its start: a connection may begin mid-request, so
+    # the request is repeated (3 s apart) and a whole one must be heard.
+    listener.finals.wait_for(1, timeout=40,
+                             where=lambda m: normalize_text(m.text) == "take a picture")
+
+    sat.stop()
+    mic.wait_for_output(r"connection closed by the peer; reconnecting in 0\.2 s", 20)
+    mic.wait_for_output(r"cannot connect .*; reconnecting in 0\.4 s", 20)
+    stock_satellite(procs, port, pcms[1], "satellite2")
+    listener.finals.wait_for(1, timeout=40,
+                             where=lambda m: normalize_text(m.text) == "go to the kitchen")
+    assert len(re.findall(r"connected to the satellite", mic.output())) == 2
 
 
 def test_an_utterance_longer_than_a_chunk_is_transcribed_whole(ros, procs):

@@ -110,6 +110,19 @@ if missing:
     sys.exit(1)
 EOF
 
+# ---------------------------------------------------------------- 3b. a stock Wyoming satellite
+# mic_capture's wyoming_client source is tested against the real wyoming-satellite program, which
+# pins an older wyoming (1.4.1) than ours: it gets a small venv of its own (tests only).
+SAT_REQ=tools/requirements-wyoming-satellite.txt
+SAT_VENV="$(dirname "$VENV")/wyoming-satellite-$(sha256sum "$SAT_REQ" | cut -c1-10)"
+if ((BUILD_ONLY == 0)) && ! "$SAT_VENV/bin/python" -c "import wyoming_satellite" 2>/dev/null; then
+  say "a stock wyoming-satellite for the tests: $SAT_VENV"
+  rm -rf "$SAT_VENV"
+  "$PY_BASE" -m venv "$SAT_VENV"
+  "$SAT_VENV/bin/python" -m pip install -q -r "$SAT_REQ" 2>&1 | grep -v '^WARNING: Location' || true
+  "$SAT_VENV/bin/python" -c "import wyoming_satellite" || die "wyoming-satellite install failed"
+fi
+
 if [[ "$MODE" == wheels ]]; then
   ros_wheel_env
   # Some ros-* wheels export the include dirs of the machine that built them; point them here.
@@ -168,6 +181,7 @@ flock -u 9
   else
     echo "case \$- in *u*) set +u; . \"/opt/ros/$ROS_DISTRO/setup.sh\"; set -u;; *) . \"/opt/ros/$ROS_DISTRO/setup.sh\";; esac"
   fi
+  echo "export LOCARA_WYOMING_SATELLITE=\"$SAT_VENV/bin/python\""
   echo "export VIRTUAL_ENV=\"$VENV\""
   echo "export PATH=\"$VENV/bin:\$PATH\""
   # colcon's scripts read unset variables: relax nounset while sourcing them.

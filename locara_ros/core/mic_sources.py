@@ -413,6 +413,77 @@ class DeviceSource(MicSource):
 _WIDTH_FORMATS = {1: "U8", 2: "S16LE", 4: "S32LE"}
 
 
+class _WyomingStream:
+    """One Wyoming peer's audio (audio-start, audio-chunk..., audio-stop) -> the source's chunks.
+
+    A stream may carry its own format (rate, width, channels); a chunk without audio-start, or
+    in another format, (re)starts the stream on the chunk's format. Chunks are stamped with their
+    arrival time less their duration (the peer's own timestamps are on the peer's clock).
+    `claim()` is asked when a stream begins (False: ignore it); `owns()` before each chunk.
+    """
+
+    def __init__(self, source: MicSource, peer: str, *,
+                 claim: Callable[[], bool] = lambda: True,
+                 owns: Callable[[], bool] = lambda: True) -> None:
+        self.source, self.peer = source, peer
+        self.claim, self.owns = claim, owns
+        self.fmt: AudioFormat | None = None
+        self.conv: Converter | None = None
+        self.chunks_in = 0
+
+    def handle(self, event) -> bool:
+        """Consume an audio event; False when `event` is not audio."""
+        from wyoming.audio import AudioChunk, AudioStart, AudioStop
+        if AudioStart.is_type(event.type):
+            self.flush()
+            start = AudioStart.from_event(event)
+            self._begin(start.rate, start.width, start.channels)
+            return True
+        if AudioChunk.is_type(event.type):
+            self._chunk(AudioChunk.from_event(event))
+            return True
+        if AudioStop.is_type(event.type):
+            self.flush()
+            return True
+        return False
+
+    def _begin(self, rate: int, width: int, channels: int) -> bool:
+        fmt_name = _WIDTH_FORMATS.get(int(width))
+        try:
+            if fmt_name is None:
+                raise AudioFormatError(f"unsupported sample width {width} bytes")
+            self.fmt = AudioFormat(int(rate), int(channels), fmt_name)
+            self.conv = Converter(int(rate), int(channels), self.source.out)
+        except AudioFormatError as e:
+            self.source.on_error(f"wyoming: {self.peer}: {e}; stream ignored")
+            self.fmt = self.conv = None
+            return False
+        return self.claim()
+
+    def _chunk(self, chunk) -> None:
+        if self.fmt is None or (chunk.rate, chunk.width, chunk.channels) != (
+                self.fmt.sample_rate, self.fmt.dtype.itemsize, self.fmt.channels):
+            self.flush()
+            if not self._begin(chunk.rate, chunk.width, chunk.channels):
+                return
+        if not self.owns() or self.conv is None or self.fmt is None:
+            return
+        try:
+            block = decode(chunk.audio, self.fmt)
+        except AudioFormatError as e:
+            self.source.on_error(f"wyoming: {self.peer}: bad chunk: {e}")
+            return
+        self.chunks_in += 1
+        stamp = self.source.clock() - block.shape[0] * NS // self.fmt.sample_rate
+        self.source._deliver(self.conv.push(block, stamp))
+
+    def flush(self) -> None:
+        if self.conv is not None and self.owns():
+            self.source._deliver(self.conv.flush())
+        self.conv = None
+        self.fmt = None
+
+
 class WyomingSource(MicSource):
     """A Wyoming-protocol TCP server: satellites send audio-start, audio-chunk..., audio-stop.
 
@@ -470,7 +541,6 @@ class WyomingSource(MicSource):
             await server.stop()
 
     def _handler_factory(self):
-        from wyoming.audio import AudioChunk, AudioStart, AudioStop
         from wyoming.event import Event
         from wyoming.info import Describe
         from wyoming.server import AsyncEventHandler
@@ -482,22 +552,13 @@ class WyomingSource(MicSource):
                 super().__init__(reader, writer)
                 peer = writer.get_extra_info("peername")
                 self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-                self.fmt: AudioFormat | None = None
-                self.conv: Converter | None = None
+                self.stream = _WyomingStream(source, f"satellite {self.peer}",
+                                             claim=self._claim,
+                                             owns=lambda: source._active is self)
                 if source.on_client is not None:
                     source.on_client(f"satellite {self.peer} connected")
 
-            def _begin(self, rate: int, width: int, channels: int) -> bool:
-                fmt_name = _WIDTH_FORMATS.get(int(width))
-                try:
-                    if fmt_name is None:
-                        raise AudioFormatError(f"unsupported sample width {width} bytes")
-                    self.fmt = AudioFormat(int(rate), int(channels), fmt_name)
-                    self.conv = Converter(int(rate), int(channels), source.out)
-                except AudioFormatError as e:
-                    source.on_error(f"wyoming: satellite {self.peer}: {e}; stream ignored")
-                    self.fmt = self.conv = None
-                    return False
+            def _claim(self) -> bool:
                 if source._active is not None and source._active is not self:
                     source.on_error(f"wyoming: satellite {self.peer} took over the stream")
                 source._active = self
@@ -508,42 +569,11 @@ class WyomingSource(MicSource):
                 if Describe.is_type(event.type):
                     await self.write_event(source._info_event())
                     return True
-                if AudioStart.is_type(event.type):
-                    start = AudioStart.from_event(event)
-                    self._begin(start.rate, start.width, start.channels)
-                    return True
-                if AudioChunk.is_type(event.type):
-                    chunk = AudioChunk.from_event(event)
-                    if self.fmt is None or (chunk.rate, chunk.width, chunk.channels) != (
-                            self.fmt.sample_rate, self.fmt.dtype.itemsize, self.fmt.channels):
-                        # No audio-start, or the format changed: (re)start on the chunk's format.
-                        self._flush()
-                        if not self._begin(chunk.rate, chunk.width, chunk.channels):
-                            return True
-                    if source._active is not self:
-                        return True
-                    try:
-                        block = decode(chunk.audio, self.fmt)
-                    except AudioFormatError as e:
-                        source.on_error(f"wyoming: satellite {self.peer}: bad chunk: {e}")
-                        return True
-                    arrival = source.clock()
-                    stamp = arrival - block.shape[0] * NS // self.fmt.sample_rate
-                    source._deliver(self.conv.push(block, stamp))
-                    return True
-                if AudioStop.is_type(event.type):
-                    self._flush()
-                    return True
+                self.stream.handle(event)
                 return True  # other events (ping, detections) are not ours
 
-            def _flush(self) -> None:
-                if self.conv is not None and source._active is self:
-                    source._deliver(self.conv.flush())
-                self.conv = None
-                self.fmt = None
-
             async def disconnect(self) -> None:
-                self._flush()
+                self.stream.flush()
                 if source._active is self:
                     source._active = None
                 if source.on_client is not None:
@@ -559,3 +589,153 @@ class WyomingSource(MicSource):
             name="locara_ros mic_capture", description="ROS 2 audio/mic receiver",
             attribution=Attribution(name="locara_ros", url=""), installed=True, version=None,
             mic_format=WyomingFormat(rate=self.out.sample_rate, width=2, channels=1))]).event()
+
+
+class WyomingClientSource(MicSource):
+    """Connects to a running Wyoming satellite or microphone service and streams its audio.
+
+    `uri` is tcp://host:port (or unix:///path). After connecting it sends `describe`. A peer that
+    answers as a satellite (its info has `satellite`), or any peer when `mode` is "satellite", is
+    sent `run-satellite`, and streams audio (a stock wyoming-satellite without a wake word streams
+    at once; with one, after the wake word). A microphone service (mode "mic", or a peer that
+    answers with `mic` programs only or streams before it answers) streams as soon as it is
+    connected; it counts as lost when it sends no audio for `stall_s`. A refused, failed or lost
+    connection is retried with a doubling delay (`retry_initial` .. `retry_max`), back to
+    `retry_initial` once a connection has delivered audio. `ping` is answered with `pong`.
+    """
+
+    kind = "wyoming-client"
+    MODES = ("auto", "mic", "satellite")
+
+    def __init__(self, uri: str, out: OutputConfig, on_chunk: ChunkCallback, *,
+                 mode: str = "auto", retry_initial: float = 1.0, retry_max: float = 30.0,
+                 connect_timeout: float = 5.0, stall_s: float = 5.0,
+                 on_error: ErrorCallback | None = None,
+                 on_client: Callable[[str], None] | None = None,
+                 clock: Clock = time.time_ns) -> None:
+        super().__init__(out, on_chunk, on_error, clock)
+        from urllib.parse import urlparse
+        parsed = urlparse(uri)
+        if parsed.scheme not in ("tcp", "unix") or not (parsed.netloc or parsed.path):
+            raise ValueError(f"wyoming uri '{uri}' is not tcp://host:port or unix:///path")
+        if parsed.scheme == "tcp" and parsed.port is None:
+            raise ValueError(f"wyoming uri '{uri}' has no port (tcp://host:port)")
+        if mode not in self.MODES:
+            raise ValueError(f"wyoming mode '{mode}' is not one of {', '.join(self.MODES)}")
+        self.uri, self.mode = uri, mode
+        self.retry_initial = max(0.01, float(retry_initial))
+        self.retry_max = max(self.retry_initial, float(retry_max))
+        self.connect_timeout, self.stall_s = float(connect_timeout), float(stall_s)
+        self.on_client = on_client
+        self.connected = threading.Event()
+        self.connections = 0
+        self.failures = 0
+        self.retry_delays: list[float] = []
+        self.peer_kind = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+
+    def describe(self) -> str:
+        return f"wyoming client of {self.uri} ({self.mode})"
+
+    def _wake(self) -> None:
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None and loop.is_running():
+            loop.call_soon_threadsafe(task.cancel)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._task = loop.create_task(self._main())
+            if self._stop.is_set():
+                self._task.cancel()
+            try:
+                loop.run_until_complete(self._task)
+            except asyncio.CancelledError:
+                pass
+        finally:
+            loop.close()
+            self._loop = self._task = None
+
+    async def _main(self) -> None:
+        delay = self.retry_initial
+        while not self._stop.is_set():
+            reason, streamed = await self._session()
+            if self._stop.is_set():
+                return
+            if streamed:
+                delay = self.retry_initial
+            self.failures += 1
+            self.retry_delays.append(delay)
+            self.on_error(f"wyoming: {self.uri}: {reason}; reconnecting in {delay:.1f} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2.0, self.retry_max)
+
+    async def _session(self) -> tuple[str, bool]:
+        """One connection: returns why it ended and whether it delivered audio."""
+        from wyoming.client import AsyncClient
+        from wyoming.error import Error
+        from wyoming.info import Describe, Info
+        from wyoming.ping import Ping, Pong
+
+        client = AsyncClient.from_uri(self.uri)
+        try:
+            await asyncio.wait_for(client.connect(), self.connect_timeout)
+        except (OSError, asyncio.TimeoutError) as e:
+            return f"cannot connect ({type(e).__name__}: {e})".replace(": )", ")"), False
+        stream = _WyomingStream(self, self.uri)
+        loop = asyncio.get_running_loop()
+        try:
+            await client.write_event(Describe().event())
+            kind = "" if self.mode == "auto" else self.mode  # "": not known yet
+            if kind:
+                await self._connected(client, kind, "")
+            deadline = loop.time() + self.connect_timeout
+            while True:
+                timeout = (max(0.0, deadline - loop.time()) if not kind else
+                           self.stall_s if kind == "mic" else None)
+                try:
+                    event = await asyncio.wait_for(client.read_event(), timeout)
+                except asyncio.TimeoutError:
+                    if not kind:
+                        return f"no answer to describe within {self.connect_timeout:g} s", False
+                    return f"no audio for {self.stall_s:g} s", stream.chunks_in > 0
+                if event is None:
+                    return "connection closed by the peer", stream.chunks_in > 0
+                if Info.is_type(event.type):
+                    if not kind:
+                        info = Info.from_event(event)
+                        kind = "satellite" if info.satellite is not None else "mic"
+                        name = (info.satellite.name if info.satellite is not None else
+                                info.mic[0].name if info.mic else "")
+                        await self._connected(client, kind, name)
+                elif Ping.is_type(event.type):
+                    await client.write_event(Pong(text=Ping.from_event(event).text).event())
+                elif Error.is_type(event.type):
+                    self.on_error(f"wyoming: {self.uri}: the peer reports: "
+                                  f"{Error.from_event(event).text}")
+                elif stream.handle(event) and not kind:
+                    kind = "mic"  # it streams without answering describe: a microphone
+                    await self._connected(client, kind, "")
+        except (OSError, asyncio.IncompleteReadError, ValueError) as e:
+            return f"connection lost ({type(e).__name__}: {e})", stream.chunks_in > 0
+        finally:
+            self.connected.clear()
+            stream.flush()
+            try:
+                await client.disconnect()
+            except Exception:  # noqa: BLE001 - the connection may already be gone
+                pass
+
+    async def _connected(self, client, kind: str, name: str) -> None:
+        from wyoming.satellite import RunSatellite
+        self.peer_kind = kind
+        self.connections += 1
+        self.connected.set()
+        if kind == "satellite":
+            await client.write_event(RunSatellite().event())
+        if self.on_client is not None:
+            what = kind + (f" '{name}'" if name else "")
+            self.on_client(f"wyoming: connected to the {what} at {self.uri}"
+                           + ("; sent run-satellite" if kind == "satellite" else ""))

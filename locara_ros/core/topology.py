@@ -50,6 +50,7 @@ class TopologyOptions:
     mic_source: str = "device"
     mic_file: str = ""
     mic_device: str = ""
+    mic_uri: str = ""
     camera_topic: str = "camera/image_raw"
     whisper_model: str = ""
     llm_model: str = ""
@@ -85,9 +86,12 @@ ARGUMENT_DESCRIPTIONS: dict[str, str] = {
     "role": "which machine this launch is for: all, robot or server",
     "namespace": "ROS namespace for every node and topic (empty = root)",
     "params_file": "extra parameters YAML applied after the topology's config file",
-    "mic_source": "mic_capture source: device (PortAudio), file or wyoming",
+    "mic_source": "mic_capture source: device (PortAudio), file, wyoming (satellites connect "
+                  "to the robot) or wyoming_client (the robot connects to mic_uri)",
     "mic_file": "WAV/FLAC file to replay when mic_source:=file",
     "mic_device": "PortAudio device name or index when mic_source:=device (empty = default)",
+    "mic_uri": "Wyoming satellite or microphone service, tcp://host:port, when "
+               "mic_source:=wyoming_client",
     "camera_topic": "sensor_msgs/Image topic the vlm node watches (…/compressed is derived)",
     "whisper_model": "Whisper model for asr: tiny.en, base or a CTranslate2 directory",
     "llm_model": "GGUF file for command_parser (empty = packaged SmolLM2-135M)",
@@ -135,6 +139,7 @@ def build(options: TopologyOptions) -> list[NodeSpec]:
 
     mic = NodeSpec("mic_capture", "mic_capture", "robot", files, _drop_empty({
         "source": o.mic_source, "file_path": o.mic_file, "device": o.mic_device,
+        "wyoming_uri": o.mic_uri,
     }))
     asr_params: dict[str, Any] = {"model": o.whisper_model}
     if o.asr_server_url:

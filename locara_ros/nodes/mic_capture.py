@@ -1,7 +1,8 @@
 """mic_capture node: microphone audio -> audio/mic (S16LE mono chunks) + audio/mic/info.
 
-Sources (parameter `source`): a live PortAudio device, a WAV/FLAC file, or a Wyoming-protocol
-server that network satellites stream to. See locara_ros.core.mic_sources.
+Sources (parameter `source`): a live PortAudio device, a WAV/FLAC file, a Wyoming-protocol
+server that network satellites stream to (`wyoming`), or a Wyoming client that connects to a
+running satellite or microphone service (`wyoming_client`). See locara_ros.core.mic_sources.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from locara_ros.core.mic_sources import (
     FileSource,
     MicSource,
     OutputConfig,
+    WyomingClientSource,
     WyomingSource,
 )
 from locara_ros.msg import VoiceEvent
@@ -34,7 +36,7 @@ from locara_ros.nodes.common import (
     voice_event,
 )
 
-SOURCES = ("device", "file", "wyoming")
+SOURCES = ("device", "file", "wyoming", "wyoming_client")
 
 
 # Parameter ranges (inclusive); a value outside stops the node at start-up with the reason.
@@ -44,6 +46,7 @@ _LIMITS = {
     "wait_for_subscribers": (0, 1000), "subscriber_timeout": (0.0, 86400.0),
     "device_sample_rate": (0, 384000), "device_channels": (0, 1024), "block_ms": (1.0, 1000.0),
     "retry_initial": (0.01, 3600.0), "retry_max": (0.01, 86400.0), "wyoming_port": (0, 65535),
+    "wyoming_stall_s": (0.1, 3600.0),
 }
 
 
@@ -83,6 +86,16 @@ class MicCaptureNode(Node):
                 retry_initial=p["retry_initial"], retry_max=p["retry_max"],
                 on_error=self._error, on_open=self._info, clock=clock)
             what = f"device '{p['device'] or 'default'}'"
+        elif kind == "wyoming_client":
+            if not p["wyoming_uri"]:
+                raise ValueError("source 'wyoming_client' needs the wyoming_uri parameter "
+                                 "(tcp://host:port of the satellite or microphone service)")
+            self.source = WyomingClientSource(
+                p["wyoming_uri"], self.out, self._publish, mode=p["wyoming_mode"],
+                retry_initial=p["retry_initial"], retry_max=p["retry_max"],
+                stall_s=p["wyoming_stall_s"], on_error=self._error, on_client=self._info,
+                clock=clock)
+            what = self.source.describe()
         else:
             self.source = WyomingSource(p["wyoming_host"], p["wyoming_port"], self.out,
                                         self._publish, on_error=self._error,
@@ -115,7 +128,8 @@ class MicCaptureNode(Node):
             # read at start-up only: read-only, so `ros2 param set` says so
             d[name] = declare(self, name, default, description, limits=_LIMITS.get(name))
 
-        param("source", "device", "device (PortAudio), file (WAV/FLAC) or wyoming (network mic)")
+        param("source", "device", "device (PortAudio), file (WAV/FLAC), wyoming (a server that "
+              "satellites stream to) or wyoming_client (connects to a satellite or mic service)")
         param("sample_rate", 16000, "output rate of audio/mic [Hz]")
         param("chunk_ms", 20.0, "length of each audio/mic chunk [ms]")
         param("channel", -1, "input channel to use; -1 mixes all channels")
@@ -136,12 +150,23 @@ class MicCaptureNode(Node):
         param("device_sample_rate", 0, "device: capture rate; 0 = the device's default rate")
         param("device_channels", 0, "device: channels to open; 0 = all input channels")
         param("block_ms", 20.0, "device: PortAudio block length [ms]")
-        param("retry_initial", 1.0, "device: first retry delay after a failure [s]")
-        param("retry_max", 30.0, "device: longest retry delay (doubling backoff) [s]")
+        param("retry_initial", 1.0, "device, wyoming_client: first retry delay after a failure "
+              "or a lost connection [s]")
+        param("retry_max", 30.0, "device, wyoming_client: longest retry delay (doubling "
+              "backoff) [s]")
         param("wyoming_host", "0.0.0.0", "wyoming: address to listen on")
         param("wyoming_port", 10700, "wyoming: TCP port to listen on (0 = any free port)")
+        param("wyoming_uri", "", "wyoming_client: the peer to connect to, tcp://host:port "
+              "(a wyoming-satellite listens on 10700) or unix:///path")
+        param("wyoming_mode", "auto", "wyoming_client: auto (ask with describe), satellite "
+              "(send run-satellite, then receive its audio) or mic (audio streams at once)")
+        param("wyoming_stall_s", 5.0, "wyoming_client, mic peers: no audio for this long = "
+              "connection lost, reconnect [s]")
         if d["source"] not in SOURCES:
             raise ValueError(f"source '{d['source']}' is not one of {', '.join(SOURCES)}")
+        if d["wyoming_mode"] not in WyomingClientSource.MODES:
+            raise ValueError(f"wyoming_mode '{d['wyoming_mode']}' is not one of "
+                             f"{', '.join(WyomingClientSource.MODES)}")
         if d["chunk_ms"] <= 0:
             raise ValueError("chunk_ms must be > 0")
         return d
