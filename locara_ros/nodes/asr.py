@@ -26,6 +26,7 @@ import numpy as np
 from audio_common_msgs.msg import AudioData, AudioDataStamped, AudioInfo
 from rclpy.node import Node
 
+from locara_ros.core import contract as C
 from locara_ros.core.audio import (
     AudioFormat,
     AudioFormatError,
@@ -54,19 +55,17 @@ from locara_ros.core.vad import (
     VadConfig,
 )
 from locara_ros.msg import Transcript, VoiceEvent
-from locara_ros.nodes.failover import backend_name, served_by, with_failover
 from locara_ros.nodes.common import (
-    AUDIO_QOS,
-    EVENTS_QOS,
-    LATCHED_QOS,
-    RELIABLE_QOS,
     announce_ready,
     declare,
     ns_to_stamp,
+    publisher,
     run_node,
     stamp_to_ns,
+    subscription,
     voice_event,
 )
+from locara_ros.nodes.failover import backend_name, served_by, with_failover
 
 _RESET = object()  # queue marker: the audio format changed, end the utterance and start over
 PCM_CODINGS = ("", "wave", "wav", "pcm", "raw", "s16le")
@@ -135,7 +134,7 @@ class AsrNode(Node):
         p = self._declare_parameters()
         self.frame_id_default = p["frame_id"]
 
-        self.events_pub = self.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
+        self.events_pub = publisher(self, C.VOICE_EVENTS, VoiceEvent)
         t0 = time.monotonic()
         self.transcriber = self._make_transcriber(p)
         self.vad = SileroVad(p["vad_model"])
@@ -175,18 +174,18 @@ class AsrNode(Node):
         self._id_prefix = f"{self.get_name()}-{secrets.token_hex(2)}"
         self._closing = threading.Event()
 
-        self.final_pub = self.create_publisher(Transcript, "voice/transcript", RELIABLE_QOS)
-        self.partial_pub = self.create_publisher(Transcript, "voice/transcript/partial",
-                                                 RELIABLE_QOS)
-        self.create_subscription(AudioInfo, "audio/mic/info", self._on_info, LATCHED_QOS)
-        self.create_subscription(AudioDataStamped, "audio/mic", self._on_stamped, AUDIO_QOS)
-        self.create_subscription(AudioData, p["audio_data_topic"], self._on_raw, AUDIO_QOS)
+        self.final_pub = publisher(self, C.TRANSCRIPT, Transcript)
+        self.partial_pub = publisher(self, C.TRANSCRIPT_PARTIAL, Transcript)
+        subscription(self, C.AUDIO_MIC_INFO, AudioInfo, self._on_info)
+        subscription(self, C.AUDIO_MIC, AudioDataStamped, self._on_stamped)
+        subscription(self, C.AUDIO_MIC_RAW, AudioData, self._on_raw,
+                     name=p["audio_data_topic"])
         if self.echo is not None:
             self._tts_fmt = AudioFormat(22050, 1, "S16LE")
             self._tts_resampler = StampedResampler(self._tts_fmt.sample_rate, SAMPLE_RATE)
-            self.create_subscription(AudioInfo, "audio/tts/info", self._on_tts_info, LATCHED_QOS)
-            self.create_subscription(AudioDataStamped, "audio/tts", self._on_tts, AUDIO_QOS)
-            self.create_subscription(VoiceEvent, "voice/events", self._on_event, EVENTS_QOS)
+            subscription(self, C.AUDIO_TTS_INFO, AudioInfo, self._on_tts_info)
+            subscription(self, C.AUDIO_TTS, AudioDataStamped, self._on_tts)
+            subscription(self, C.VOICE_EVENTS, VoiceEvent, self._on_event)
 
         self._vad_thread = threading.Thread(target=self._vad_loop, name="asr-vad")
         self._worker = threading.Thread(target=self._work_loop, name="asr-recognizer")
@@ -254,7 +253,7 @@ class AsrNode(Node):
         param("max_utterance_s", 60.0, "an utterance is ended after this many seconds")
         param("stream_timeout", 1.0, "end an utterance when no audio arrives for this long [s]")
         param("input_sample_rate", 16000, "S16LE mono rate assumed until audio/mic/info arrives")
-        param("audio_data_topic", "audio/mic/raw", "topic for unstamped AudioData")
+        param("audio_data_topic", C.AUDIO_MIC_RAW.name, "topic for unstamped AudioData")
         param("queue_size", 500, "audio chunks buffered between callbacks and the VAD thread")
         param("echo_mode", "off", "off or reference: cancel the robot's own voice using audio/tts "
                                   "(see locara_ros.core.echo)")

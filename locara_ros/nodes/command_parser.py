@@ -31,6 +31,7 @@ from typing import Any
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 
+from locara_ros.core import contract as C
 from locara_ros.core.backends.chat import (
     RESPONSE_FORMATS,
     CommandModel,
@@ -48,14 +49,14 @@ from locara_ros.core.parser import (
 )
 from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, VoiceEvent
 from locara_ros.nodes.common import (
-    EVENTS_QOS,
-    RELIABLE_QOS,
-    SERVICE_QOS,
-    STREAM_QOS,
     announce_ready,
+    client,
     declare,
     lower_thread_priority,
+    publisher,
     run_node,
+    service,
+    subscription,
     voice_event,
 )
 from locara_ros.nodes.failover import with_failover
@@ -222,9 +223,9 @@ class CommandParserNode(Node):
         started = time.monotonic()
         path = schema_path or default_schema_path()
         self.schema = load_schema(path)  # SchemaError names file and line
-        self.command_pub = self.create_publisher(RobotCommand, "voice/command", RELIABLE_QOS)
-        self.reply_pub = self.create_publisher(ReplyChunk, "voice/reply", STREAM_QOS)
-        self.events_pub = self.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
+        self.command_pub = publisher(self, C.COMMAND, RobotCommand)
+        self.reply_pub = publisher(self, C.REPLY, ReplyChunk)
+        self.events_pub = publisher(self, C.VOICE_EVENTS, VoiceEvent)
         kw = dict(model_path=model_path, n_ctx=n_ctx, n_threads=n_threads,
                   chat_format=chat_format, constrained=constrained, decode=decode,
                   action_score=action_score, copy_free_text=copy_free_text,
@@ -249,17 +250,15 @@ class CommandParserNode(Node):
         self._fast_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
         self._vision_group = ReentrantCallbackGroup()
-        self.create_subscription(Transcript, "voice/transcript", self._on_transcript,
-                                 RELIABLE_QOS, callback_group=self._fast_group)
-        self.create_subscription(Transcript, "voice/transcript/partial", self._on_partial,
-                                 RELIABLE_QOS, callback_group=self._fast_group)
-        self.create_subscription(VoiceEvent, "voice/events", self._on_event, EVENTS_QOS,
-                                 callback_group=self._fast_group)
-        self.create_service(ParseCommand, "voice/parse", self._on_parse,
-                            qos_profile=SERVICE_QOS, callback_group=self._service_group)
-        self.vision_client = self.create_client(AskVision, "vision/ask",
-                                                qos_profile=SERVICE_QOS,
-                                                callback_group=self._vision_group)
+        subscription(self, C.TRANSCRIPT, Transcript, self._on_transcript,
+                     callback_group=self._fast_group)
+        subscription(self, C.TRANSCRIPT_PARTIAL, Transcript, self._on_partial,
+                     callback_group=self._fast_group)
+        subscription(self, C.VOICE_EVENTS, VoiceEvent, self._on_event,
+                     callback_group=self._fast_group)
+        service(self, C.PARSE, ParseCommand, self._on_parse, callback_group=self._service_group)
+        self.vision_client = client(self, C.VISION_ASK, AskVision,
+                                    callback_group=self._vision_group)
 
         self._jobs: queue.Queue[Any] = queue.Queue(maxsize=self.queue_size)
         self._current: _Job | None = None

@@ -9,7 +9,10 @@ import threading
 from typing import Any, Callable, Sequence
 
 import rclpy
+import rclpy.exceptions
 import rclpy.logging
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -20,9 +23,8 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-import rclpy.exceptions
-from rclpy.exceptions import InvalidParameterValueException
+
+from locara_ros.core import contract
 
 # A declared type that does not match the value given (the same class on every distro we run;
 # looked up so an rclpy without it still imports this module).
@@ -32,34 +34,61 @@ InvalidParameterTypeException = getattr(rclpy.exceptions, "InvalidParameterTypeE
 # The marker test helpers wait for (locara_ros.testing.processes.READY_MARKER).
 READY_MARKER = "locara:ready"
 
-# Audio chunks and camera frames: best effort, keep the newest (a late chunk is worthless).
-SENSOR_QOS = qos_profile_sensor_data
-# Audio chunks between our own nodes on one machine: reliable (no holes in the PCM the recognizer
-# sees) but shallow, so a stalled subscriber drops old chunks instead of blocking the publisher.
-AUDIO_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
-                       reliability=ReliabilityPolicy.RELIABLE,
-                       durability=DurabilityPolicy.VOLATILE)
-# "info" topics (AudioInfo): latched, so late joiners learn the format.
-LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                         reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
-# Transcripts, commands: reliable, a few deep.
-RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                          reliability=ReliabilityPolicy.RELIABLE,
-                          durability=DurabilityPolicy.VOLATILE)
-# voice/events: the control lane; deeper so a burst of events is never dropped.
-EVENTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
-                        reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.VOLATILE)
-# Services (voice/parse, vision/ask, voice/stop): a burst of concurrent calls must all reach the
-# node to be answered (with a result, or "busy"); the default depth of 10 silently drops the rest.
-SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
-                         reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.VOLATILE)
-# voice/reply token stream: every chunk matters for the sentence splitter.
-STREAM_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200,
-                        reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.VOLATILE)
+def qos_profile(q: contract.Qos) -> QoSProfile:
+    """The rclpy profile for a contract QoS description."""
+    if q == contract.SENSOR:
+        return qos_profile_sensor_data
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=q.depth,
+                      reliability=(ReliabilityPolicy.RELIABLE if q.reliable
+                                   else ReliabilityPolicy.BEST_EFFORT),
+                      durability=(DurabilityPolicy.TRANSIENT_LOCAL if q.transient_local
+                                  else DurabilityPolicy.VOLATILE))
+
+
+# The contract's profiles (locara_ros.core.contract says why each is what it is).
+SENSOR_QOS = qos_profile(contract.SENSOR)
+AUDIO_QOS = qos_profile(contract.AUDIO)
+LATCHED_QOS = qos_profile(contract.LATCHED)
+RELIABLE_QOS = qos_profile(contract.RELIABLE)
+EVENTS_QOS = qos_profile(contract.EVENTS)
+SERVICE_QOS = qos_profile(contract.SERVICE)
+STREAM_QOS = qos_profile(contract.STREAM)
+
+
+def interface_name(cls: type) -> str:
+    """"pkg/msg/Name" of a generated message or service class."""
+    parts = cls.__module__.split(".")
+    return f"{parts[0]}/{parts[1]}/{cls.__name__}"
+
+
+def _checked(ep: contract.Endpoint, cls: type, name: str | None = None) -> tuple[str, QoSProfile]:
+    if interface_name(cls) != ep.type:
+        raise TypeError(f"{ep.name}: the contract says {ep.type}, the node uses "
+                        f"{interface_name(cls)}")
+    return name or ep.name, qos_profile(ep.qos)
+
+
+def publisher(node: Node, ep: contract.Endpoint, msg_type: type, **kw: Any):
+    """A publisher on a contract topic, with the contract's QoS (type checked)."""
+    name, qos = _checked(ep, msg_type)
+    return node.create_publisher(msg_type, name, qos, **kw)
+
+
+def subscription(node: Node, ep: contract.Endpoint, msg_type: type, callback: Callable,
+                 name: str | None = None, **kw: Any):
+    """A subscription to a contract topic (`name` overrides the contract's, e.g. a parameter)."""
+    topic, qos = _checked(ep, msg_type, name)
+    return node.create_subscription(msg_type, topic, callback, qos, **kw)
+
+
+def service(node: Node, ep: contract.Endpoint, srv_type: type, callback: Callable, **kw: Any):
+    name, qos = _checked(ep, srv_type)
+    return node.create_service(srv_type, name, callback, qos_profile=qos, **kw)
+
+
+def client(node: Node, ep: contract.Endpoint, srv_type: type, **kw: Any):
+    name, qos = _checked(ep, srv_type)
+    return node.create_client(srv_type, name, qos_profile=qos, **kw)
 
 
 def declare(node: Node, name: str, default: Any, description: str, *,

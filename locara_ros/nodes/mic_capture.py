@@ -15,6 +15,7 @@ import numpy as np
 from audio_common_msgs.msg import AudioDataStamped, AudioInfo
 from rclpy.node import Node
 
+from locara_ros.core import contract as C
 from locara_ros.core.audio import AudioFormat, encode_s16le
 from locara_ros.core.mic_sources import (
     DeviceSource,
@@ -26,12 +27,10 @@ from locara_ros.core.mic_sources import (
 )
 from locara_ros.msg import VoiceEvent
 from locara_ros.nodes.common import (
-    AUDIO_QOS,
-    EVENTS_QOS,
-    LATCHED_QOS,
     announce_ready,
     declare,
     ns_to_stamp,
+    publisher,
     run_node,
     voice_event,
 )
@@ -59,9 +58,9 @@ class MicCaptureNode(Node):
                                 channel=int(p["channel"]), gain_db=float(p["gain_db"]))
         self.fmt = AudioFormat(self.out.sample_rate, 1, "S16LE")  # validates the rate
 
-        self.audio_pub = self.create_publisher(AudioDataStamped, "audio/mic", AUDIO_QOS)
-        self.info_pub = self.create_publisher(AudioInfo, "audio/mic/info", LATCHED_QOS)
-        self.events_pub = self.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
+        self.audio_pub = publisher(self, C.AUDIO_MIC, AudioDataStamped)
+        self.info_pub = publisher(self, C.AUDIO_MIC_INFO, AudioInfo)
+        self.events_pub = publisher(self, C.VOICE_EVENTS, VoiceEvent)
         self.info_pub.publish(AudioInfo(channels=1, sample_rate=self.fmt.sample_rate,
                                         sample_format="S16LE", bitrate=self.fmt.bitrate,
                                         coding_format="wave"))
@@ -142,7 +141,7 @@ class MicCaptureNode(Node):
         param("trail_silence", 0.0, "file: seconds of silence after the file")
         param("wait_for_subscribers", 1, "file: wait for this many audio/mic subscribers "
                                          "before replaying (0 = start at once)")
-        param("wait_for_services", ["voice/parse"], "file: also wait until these services are "
+        param("wait_for_services", [C.PARSE.name], "file: also wait until these services are "
               "offered (the command parser, which may start later or on another machine), so "
               "a replayed request is not lost at start-up; [] = do not wait")
         param("subscriber_timeout", 120.0, "file: replay anyway after waiting this long [s]")

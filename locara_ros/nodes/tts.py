@@ -18,6 +18,7 @@ from rclpy.node import Node
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from locara_ros.core import contract as C
 from locara_ros.core.audio import AudioFormat, encode_s16le
 from locara_ros.core.backends.tts import PiperSynthesizer
 from locara_ros.core.playback import (
@@ -34,17 +35,14 @@ from locara_ros.core.playback import (
 )
 from locara_ros.msg import ReplyChunk, VoiceEvent
 from locara_ros.nodes.common import (
-    AUDIO_QOS,
-    EVENTS_QOS,
-    LATCHED_QOS,
-    RELIABLE_QOS,
-    SERVICE_QOS,
-    STREAM_QOS,
     announce_ready,
     declare,
     ns_to_stamp,
+    publisher,
     run_node,
+    service,
     stamp_to_ns,
+    subscription,
     voice_event,
 )
 
@@ -54,6 +52,7 @@ _DYNAMIC = {"speaker_enabled": bool, "volume": (0.0, 10.0), "barge_in": bool,
 
 _LIMITS = {  # start-up parameters with a range (inclusive)
     "speaker_id": (-1, 10000), "length_scale": (0.0, 10.0), "output_rate": (0, 384000),
+    "threads": (0, 256),
     "device_rate": (0, 384000), "chunk_ms": (5.0, 200.0), "lead_ms": (0.0, 1000.0),
     "max_volume": (0.001, 1.0), "max_speech_seconds": (0.0, 1e6),
     "speech_window_seconds": (1.0, 1e6), "max_sentence_chars": (20, 100000),
@@ -85,7 +84,7 @@ class TtsNode(Node):
         t0 = time.monotonic()
         self.synth = PiperSynthesizer(
             p["voice"], speaker_id=None if p["speaker_id"] < 0 else p["speaker_id"],
-            length_scale=p["length_scale"] or None)
+            length_scale=p["length_scale"] or None, threads=p["threads"])
         list(self.synth.synthesize("Ready."))  # warm up onnxruntime (first run is slow)
         load_seconds = time.monotonic() - t0
         self.output_rate = int(p["output_rate"]) or self.synth.sample_rate
@@ -94,13 +93,13 @@ class TtsNode(Node):
 
         self.control_group = ReentrantCallbackGroup()  # events, barge-in timer, voice/stop
         self.data_group = MutuallyExclusiveCallbackGroup()  # say/reply keep their order
-        self.events_pub = self.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
+        self.events_pub = publisher(self, C.VOICE_EVENTS, VoiceEvent)
         self.audio_pub = self.info_pub = None
         sinks: List[AudioSink] = []
         startup_errors = []
         if p["publish_audio"]:
-            self.audio_pub = self.create_publisher(AudioDataStamped, "audio/tts", AUDIO_QOS)
-            self.info_pub = self.create_publisher(AudioInfo, "audio/tts/info", LATCHED_QOS)
+            self.audio_pub = publisher(self, C.AUDIO_TTS, AudioDataStamped)
+            self.info_pub = publisher(self, C.AUDIO_TTS_INFO, AudioInfo)
             fmt = AudioFormat(self.output_rate, 1, "S16LE")
             self.info_pub.publish(AudioInfo(channels=1, sample_rate=self.output_rate,
                                             sample_format="S16LE", bitrate=fmt.bitrate,
@@ -131,14 +130,14 @@ class TtsNode(Node):
                                reply_timeout=p["reply_timeout"])
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        self.create_subscription(String, "voice/say", self._on_say, RELIABLE_QOS,
-                                 callback_group=self.data_group)
-        self.create_subscription(ReplyChunk, "voice/reply", self._on_reply, STREAM_QOS,
-                                 callback_group=self.data_group)
-        self.create_subscription(VoiceEvent, "voice/events", self._on_event, EVENTS_QOS,
-                                 callback_group=self.control_group)
-        self.create_service(Trigger, "voice/stop", self._on_stop, qos_profile=SERVICE_QOS,
-                            callback_group=self.control_group)
+        subscription(self, C.SAY, String, self._on_say,
+                     callback_group=self.data_group)
+        subscription(self, C.REPLY, ReplyChunk, self._on_reply,
+                     callback_group=self.data_group)
+        subscription(self, C.VOICE_EVENTS, VoiceEvent, self._on_event,
+                     callback_group=self.control_group)
+        service(self, C.STOP_SPEAKING, Trigger, self._on_stop,
+                callback_group=self.control_group)
         self.create_timer(0.02, self._check_barge_in, callback_group=self.control_group)
         for err in startup_errors:
             self.events_pub.publish(voice_event(self, VoiceEvent.ERROR, detail=err))
@@ -159,6 +158,8 @@ class TtsNode(Node):
                            "empty = packaged en_US-joe-medium")
         param("speaker_id", -1, "speaker of a multi-speaker voice; -1 = the voice's default")
         param("length_scale", 0.0, "speaking rate: >1 slower, <1 faster; 0 = the voice's default")
+        param("threads", 0, "onnxruntime threads for the Piper voice, which then do not spin "
+              "while idle; 0 = onnxruntime's default (one per core, spinning)")
         param("publish_audio", True, "publish synthesized audio on audio/tts (+ audio/tts/info); "
                                      "needed for echo_mode=reference in the asr node")
         param("output_rate", 0, "sample rate of audio/tts in Hz; 0 = the voice's rate")

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 from rclpy.node import Node
 
+from locara_ros.core import contract as C
 from locara_ros.core.metrics import TurnTracker
 from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, TurnMetrics, VoiceEvent
 from locara_ros.nodes.common import (
-    EVENTS_QOS,
-    RELIABLE_QOS,
-    STREAM_QOS,
     announce_ready,
     declare,
     ns_to_stamp,
+    publisher,
     run_node,
     stamp_to_ns,
+    subscription,
 )
 
 
@@ -27,11 +27,11 @@ class TurnMetricsNode(Node):
                           "seconds after which an unfinished turn is reported with the stages "
                           "it reached")
         self.tracker = TurnTracker(timeout=float(timeout))
-        self.pub = self.create_publisher(TurnMetrics, "voice/metrics", RELIABLE_QOS)
-        self.create_subscription(Transcript, "voice/transcript", self.on_transcript, RELIABLE_QOS)
-        self.create_subscription(VoiceEvent, "voice/events", self.on_event, EVENTS_QOS)
-        self.create_subscription(ReplyChunk, "voice/reply", self.on_reply, STREAM_QOS)
-        self.create_subscription(RobotCommand, "voice/command", self.on_command, RELIABLE_QOS)
+        self.pub = publisher(self, C.METRICS, TurnMetrics)
+        subscription(self, C.TRANSCRIPT, Transcript, self.on_transcript)
+        subscription(self, C.VOICE_EVENTS, VoiceEvent, self.on_event)
+        subscription(self, C.REPLY, ReplyChunk, self.on_reply)
+        subscription(self, C.COMMAND, RobotCommand, self.on_command)
         self.create_timer(0.2, self.flush)
         announce_ready(self, "turn_metrics")
 

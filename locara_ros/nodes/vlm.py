@@ -18,6 +18,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
+from locara_ros.core import contract as C
 from locara_ros.core.backends.openai_http import BackendError
 from locara_ros.core.backends.vision import CHAT_HANDLERS, make_vision_model
 from locara_ros.core.vision import (
@@ -30,13 +31,13 @@ from locara_ros.core.vision import (
 )
 from locara_ros.msg import VoiceEvent
 from locara_ros.nodes.common import (
-    EVENTS_QOS,
-    SENSOR_QOS,
-    SERVICE_QOS,
     announce_ready,
     declare,
     lower_thread_priority,
+    publisher,
     run_node,
+    service,
+    subscription,
 )
 from locara_ros.nodes.failover import backend_name, served_by, with_failover
 from locara_ros.srv import AskVision
@@ -112,7 +113,7 @@ class VlmNode(Node):
         if p["backend"] == "openai" and p["fallback"]:
             if p["fallback"] != "llama_cpp":
                 raise ValueError(f"fallback must be '' or 'llama_cpp', got '{p['fallback']}'")
-            events = self.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
+            events = publisher(self, C.VOICE_EVENTS, VoiceEvent)
             self.model = with_failover(self, events, "vlm", self.model,
                                        lambda: make_vision_model("llama_cpp", **local),
                                        probe=self.model.client.health,
@@ -132,13 +133,13 @@ class VlmNode(Node):
 
         camera_group = MutuallyExclusiveCallbackGroup()
         if p["subscribe_raw"]:
-            self.create_subscription(Image, "camera/image_raw", self._on_image, SENSOR_QOS,
-                                     callback_group=camera_group)
+            subscription(self, C.CAMERA, Image, self._on_image,
+                         callback_group=camera_group)
         if p["subscribe_compressed"]:
-            self.create_subscription(CompressedImage, "camera/image_raw/compressed",
-                                     self._on_compressed, SENSOR_QOS, callback_group=camera_group)
-        self.create_service(AskVision, "vision/ask", self._on_ask, qos_profile=SERVICE_QOS,
-                            callback_group=ReentrantCallbackGroup())
+            subscription(self, C.CAMERA_COMPRESSED, CompressedImage, self._on_compressed,
+                         callback_group=camera_group)
+        service(self, C.VISION_ASK, AskVision, self._on_ask,
+                callback_group=ReentrantCallbackGroup())
         self._worker.start()  # last, so a failing constructor leaves no thread behind
         announce_ready(self, f"vlm ({backend_name(self.model)})", load_seconds)
 

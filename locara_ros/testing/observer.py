@@ -14,13 +14,8 @@ from typing import Any, Callable
 from audio_common_msgs.msg import AudioDataStamped, AudioInfo
 
 from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, TurnMetrics, VoiceEvent
-from locara_ros.nodes.common import (
-    AUDIO_QOS,
-    EVENTS_QOS,
-    LATCHED_QOS,
-    RELIABLE_QOS,
-    STREAM_QOS,
-)
+from locara_ros.core import contract as C
+from locara_ros.nodes.common import subscription
 from locara_ros.testing.inprocess import RosHarness, wait_until
 
 Listener = Callable[[str, Any], None]
@@ -42,16 +37,16 @@ class GraphObserver:
         self.audio: list[AudioDataStamped] = []
         self.audio_info: AudioInfo | None = None
         self.arrival: dict[int, float] = {}  # id(msg) -> time.monotonic() at arrival
-        subs = [(Transcript, "voice/transcript/partial", self.partials, RELIABLE_QOS, "partial"),
-                (Transcript, "voice/transcript", self.finals, RELIABLE_QOS, "final"),
-                (RobotCommand, "voice/command", self.commands, RELIABLE_QOS, "command"),
-                (ReplyChunk, "voice/reply", self.reply_chunks, STREAM_QOS, "reply"),
-                (VoiceEvent, "voice/events", self.events, EVENTS_QOS, "event"),
-                (TurnMetrics, "voice/metrics", self.metrics, RELIABLE_QOS, "metrics"),
-                (AudioDataStamped, "audio/tts", self.audio, AUDIO_QOS, "audio")]
-        for msg_type, topic, store, qos, kind in subs:
-            self.node.create_subscription(msg_type, topic, self._recorder(store, kind), qos)
-        self.node.create_subscription(AudioInfo, "audio/tts/info", self._on_info, LATCHED_QOS)
+        subs = [(Transcript, C.TRANSCRIPT_PARTIAL, self.partials, "partial"),
+                (Transcript, C.TRANSCRIPT, self.finals, "final"),
+                (RobotCommand, C.COMMAND, self.commands, "command"),
+                (ReplyChunk, C.REPLY, self.reply_chunks, "reply"),
+                (VoiceEvent, C.VOICE_EVENTS, self.events, "event"),
+                (TurnMetrics, C.METRICS, self.metrics, "metrics"),
+                (AudioDataStamped, C.AUDIO_TTS, self.audio, "audio")]
+        for msg_type, ep, store, kind in subs:
+            subscription(self.node, ep, msg_type, self._recorder(store, kind))
+        subscription(self.node, C.AUDIO_TTS_INFO, AudioInfo, self._on_info)
 
     def _recorder(self, store: list, kind: str) -> Callable[[Any], None]:
         def record(msg: Any) -> None:

@@ -7,8 +7,9 @@ import time
 import numpy as np
 from audio_common_msgs.msg import AudioDataStamped, AudioInfo
 
+from locara_ros.core import contract as C
 from locara_ros.core.audio import encode_s16le
-from locara_ros.nodes.common import AUDIO_QOS, LATCHED_QOS
+from locara_ros.nodes.common import publisher
 
 
 class MicFeeder:
@@ -19,8 +20,8 @@ class MicFeeder:
         self.node = ros.node(name)
         self.ros, self.rate = ros, rate
         self.chunk = int(rate * chunk_ms / 1000)
-        self.info = self.node.create_publisher(AudioInfo, "audio/mic/info", LATCHED_QOS)
-        self.pub = self.node.create_publisher(AudioDataStamped, "audio/mic", AUDIO_QOS)
+        self.info = publisher(self.node, C.AUDIO_MIC_INFO, AudioInfo)
+        self.pub = publisher(self.node, C.AUDIO_MIC, AudioDataStamped)
         self.info.publish(AudioInfo(channels=1, sample_rate=rate, sample_format="S16LE",
                                     bitrate=rate * 16, coding_format="wave"))
 
