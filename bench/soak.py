@@ -72,7 +72,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     import numpy as np
-    from e2e import REQUESTS
+    from e2e import REQUESTS as KINDS_AND_TEXTS
     from support.speech import silence, synthesize, write_wav
 
     from locara_ros.core.topology import TopologyOptions, build
@@ -81,6 +81,7 @@ def main() -> int:
     from locara_ros.testing.observer import GraphObserver
     from locara_ros.testing.processes import ProcessGroup, start_topology
 
+    REQUESTS = [text for _kind, text in KINDS_AND_TEXTS]
     n = max(1, int(args.minutes * 60 / args.every))
     clips = {t: synthesize(t) for t in REQUESTS}
     parts, said = [silence(1.0)], []

@@ -83,6 +83,19 @@ def test_piper_synthesizer_makes_speech(synth):
     assert list(synth.synthesize("   ")) == []
 
 
+
+def test_piper_threads_bound_the_onnxruntime_session(synth):
+    """tts `threads`: the voice runs on a session with that many intra-op threads, no spinning,
+    and says the same as the default session."""
+    one = PiperSynthesizer(threads=1)
+    session = one._voice.session._session
+    assert session.get_session_options().intra_op_num_threads == 1
+    assert session.get_session_options().get_session_config_entry(
+        "session.intra_op.allow_spinning") == "0"
+    a = np.concatenate(list(one.synthesize("Going to the kitchen.")))
+    b = np.concatenate(list(synth.synthesize("Going to the kitchen.")))
+    assert abs(a.size - b.size) < 0.1 * b.size and np.abs(a).max() > 0.3
+
 _GROWTH = """
 import os, random
 from locara_ros.core.backends.tts import PiperSynthesizer

@@ -60,13 +60,26 @@ class _ShrinkingSession:
         return getattr(self._session, name)
 
 
+def _cpu_session(onnx: Path, threads: int):
+    """An onnxruntime CPU session with `threads` intra-op threads that sleep when idle (the
+    default is one per core, spinning after each run: on a 2-core robot that spinning is CPU
+    taken from the recognizer and the parser)."""
+    import onnxruntime
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(onnx), sess_options=opts,
+                                        providers=["CPUExecutionProvider"])
+
+
 class PiperSynthesizer(Synthesizer):
     """A Piper voice (.onnx + .onnx.json); the packaged en_US-joe-medium by default."""
 
     def __init__(self, voice_path: str = "", *, speaker_id: int | None = None,
                  length_scale: float | None = None, noise_scale: float | None = None,
                  noise_w_scale: float | None = None, normalize_audio: bool = True,
-                 use_cuda: bool = False) -> None:
+                 use_cuda: bool = False, threads: int = 0) -> None:
         onnx, config = resolve_piper_voice(voice_path)
         try:
             from piper import PiperVoice, SynthesisConfig
@@ -75,7 +88,18 @@ class PiperSynthesizer(Synthesizer):
                 f"Piper voice '{onnx}': the piper-tts package is not installed ({e}); "
                 "pip install piper-tts") from e
         try:
-            self._voice = PiperVoice.load(str(onnx), config_path=str(config), use_cuda=use_cuda)
+            if threads > 0 and not use_cuda:  # one session, built with our options
+                import json
+
+                from piper.config import PiperConfig
+                from piper.voice import ESPEAK_DATA_DIR
+                self._voice = PiperVoice(
+                    config=PiperConfig.from_dict(json.loads(Path(config).read_text("utf-8"))),
+                    session=_cpu_session(onnx, threads), espeak_data_dir=Path(ESPEAK_DATA_DIR),
+                    download_dir=Path.cwd())
+            else:
+                self._voice = PiperVoice.load(str(onnx), config_path=str(config),
+                                              use_cuda=use_cuda)
         except Exception as e:
             raise ModelNotFoundError(f"Piper voice '{onnx}' failed to load: {e}") from e
         self._voice.session = _ShrinkingSession(self._voice.session)
