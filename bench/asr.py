@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from locara_ros.core import contract as C
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "test"))
@@ -115,11 +116,11 @@ def bench_pipeline(n: int, model: str) -> dict:
                 with lock:
                     stopped[msg.utterance_id] = (now_ns(), stamp_to_ns(msg.header.stamp))
 
-        node.create_subscription(Transcript, "voice/transcript", on_final, RELIABLE_QOS)
-        node.create_subscription(Transcript, "voice/transcript/partial", on_partial,
+        node.create_subscription(Transcript, C.TRANSCRIPT.name, on_final, RELIABLE_QOS)
+        node.create_subscription(Transcript, C.TRANSCRIPT_PARTIAL.name, on_partial,
                                  RELIABLE_QOS)
-        node.create_subscription(VoiceEvent, "voice/events", on_event, EVENTS_QOS)
-        ros.wait_for_publishers(node, "voice/transcript", timeout=20)
+        node.create_subscription(VoiceEvent, C.VOICE_EVENTS.name, on_event, EVENTS_QOS)
+        ros.wait_for_publishers(node, C.TRANSCRIPT.name, timeout=20)
         mic = group.start(NodeProcess.node("mic_capture", log_dir=group.log_dir, params={
             "source": "file", "file_path": str(wav), "realtime": True,
             "wait_for_services": []}))  # no parser here

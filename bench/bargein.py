@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from locara_ros.core import contract as C
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "test"))
@@ -71,14 +72,14 @@ def bench_mode(mode: str, runs: int, min_speech: float, user_wav: str) -> dict:
                                         user_wav=user_wav))
         ros = RosHarness()
         node = ros.node("bench_bargein")
-        say = node.create_publisher(String, "voice/say", RELIABLE_QOS)
-        events = ros.collect(node, VoiceEvent, "voice/events", EVENTS_QOS)
-        finals = ros.collect(node, Transcript, "voice/transcript", RELIABLE_QOS)
-        audio = ros.collect(node, AudioDataStamped, "audio/tts", AUDIO_QOS)
+        say = node.create_publisher(String, C.SAY.name, RELIABLE_QOS)
+        events = ros.collect(node, VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
+        finals = ros.collect(node, Transcript, C.TRANSCRIPT.name, RELIABLE_QOS)
+        audio = ros.collect(node, AudioDataStamped, C.AUDIO_TTS.name, AUDIO_QOS)
         onsets = ros.collect(node, Header, "room/user_onset", RELIABLE_QOS)
         ros.wait_for_subscribers(say, timeout=20)
         room.wait_for_output("loudspeaker connected", timeout=20)
-        wait_until(lambda: node.count_subscribers("audio/tts") >= 3, 20, what="discovery")
+        wait_until(lambda: node.count_subscribers(C.AUDIO_TTS.name) >= 3, 20, what="discovery")
         time.sleep(1.0)
 
         def of(kind):

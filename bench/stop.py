@@ -17,9 +17,8 @@ sentence ("that is enough, halt"), in these conditions:
   simulator (test/support/room.py: the robot's own audio/tts 80 ms late at -9 dB plus the user)
   2.5 s into its speech; the asr cancels the echo. A first robot turn with no user lets the
   canceller learn the echo path (it gates the mic in the robot's first seconds after start-up).
-  Known limitation: the room gives every robot turn a user clip, and the robot's spoken stop
-  reply ("Stopping.") is a turn too, so runs fall out of step after the first stop; the echo
-  numbers are not trustworthy until the room plays users on request instead of per turn.
+  The room plays a user clip only in the robot turn the bench arms (room/user_next), so the
+  robot's own spoken replies ("Stopping.") get none.
 
 Per phrase: recall (stop published on voice/command for that utterance) and latency from the end
 of the spoken word (capture time of the last voiced sample in the mic stream) to the stop's
@@ -43,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "test"))
 sys.path.insert(0, str(ROOT / "bench"))
 from spoken import espeak  # noqa: E402 - espeak-ng at a given speed, 16 kHz float32
+from locara_ros.core import contract as C  # noqa: E402
 
 NS = 1_000_000_000
 ROBOT_TALK = ("Let me tell you about my day. I went to the kitchen and looked at the table. "
@@ -86,22 +86,24 @@ class Graph:
             self.close()  # the harness's spinning thread would keep the bench alive
             raise
         node = self.node = self.ros.node("stop_bench")
-        self.commands = self.ros.collect(node, RobotCommand, "voice/command", RELIABLE_QOS)
-        self.finals = self.ros.collect(node, Transcript, "voice/transcript", RELIABLE_QOS)
-        self.partials = self.ros.collect(node, Transcript, "voice/transcript/partial",
+        self.commands = self.ros.collect(node, RobotCommand, C.COMMAND.name, RELIABLE_QOS)
+        self.finals = self.ros.collect(node, Transcript, C.TRANSCRIPT.name, RELIABLE_QOS)
+        self.partials = self.ros.collect(node, Transcript, C.TRANSCRIPT_PARTIAL.name,
                                          RELIABLE_QOS)
-        self.events = self.ros.collect(node, VoiceEvent, "voice/events", EVENTS_QOS)
-        self.say = node.create_publisher(String, "voice/say", RELIABLE_QOS)
-        self.parse = node.create_client(ParseCommand, "voice/parse")
+        self.events = self.ros.collect(node, VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
+        self.say = node.create_publisher(String, C.SAY.name, RELIABLE_QOS)
+        self.parse = node.create_client(ParseCommand, C.PARSE.name)
         self.room = None
         if with_room:
             from support.room import room_process
+            from std_msgs.msg import Int32
+            # the user talks only in the robot turns the bench arms (room/user_next): the robot's
+            # own replies ("Stopping.") are turns too, and must not get a user clip
             self.room = self.group.start(room_process(
                 self.group.log_dir, echo_delay_ms=80.0, echo_gain_db=-9.0, user_offset=2.5,
-                user_wav=user_wavs,
-                # one user clip per turn, then turns without a user (the robot's own stop words)
-                user_turns=",".join(str(k) for k in range(1, len(user_wavs.split(",")) + 1))))
+                user_wav=user_wavs, user_turns="request"))
             self.ends = self.ros.collect(node, Header, "room/user_end", RELIABLE_QOS)
+            self.user_next = node.create_publisher(Int32, "room/user_next", RELIABLE_QOS)
             self.room.wait_for_output("loudspeaker connected", timeout=30)
         else:
             from support.feed import MicFeeder
@@ -218,10 +220,13 @@ def run_echo(graph: Graph, clips: list[dict]) -> list[dict]:
     # echo path in the robot's first seconds of speech and gates the mic until then, as after
     # any start-up; the stops are measured from turn 2 on.
     _robot_turn(graph, ROBOT_TALK)
+    from std_msgs.msg import Int32
     rows = []
-    for clip in clips:
+    for i, clip in enumerate(clips):
         n = len(graph.ends.snapshot())
         m = _speaking_stopped(graph)
+        graph.user_next.publish(Int32(data=i))  # the user says clip i in the next robot turn
+        time.sleep(0.3)
         t0 = graph.node.get_clock().now().nanoseconds
         graph.say.publish(String(data=ROBOT_TALK))
         end = graph.ends.wait_for(n + 1, timeout=30)[n]
@@ -301,8 +306,7 @@ def main() -> int:
             finally:
                 graph.close()
         if "echo" in conditions:
-            silence = np.zeros(16000, np.float32)
-            wavs = [str(write_wav(tmp / "warm_up_silence.wav", silence))]
+            wavs = []
             for i, clip in enumerate(clips):
                 wavs.append(str(write_wav(tmp / f"user{i}.wav", clip["audio"])))
             graph = Graph(str(tmp / "echo"), with_room=True, user_wavs=",".join(wavs),

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from locara_ros.core import contract as C
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "test"))
@@ -66,7 +67,7 @@ def main() -> int:
         def on_chunk(msg: AudioDataStamped) -> None:
             now = node.get_clock().now().nanoseconds
             latencies.append((now - stamp_to_ns(msg.header.stamp) - chunk_ns) / 1e6)
-        node.create_subscription(AudioDataStamped, "audio/mic", on_chunk, AUDIO_QOS)
+        node.create_subscription(AudioDataStamped, C.AUDIO_MIC.name, on_chunk, AUDIO_QOS)
         mic = group.start(NodeProcess.node("mic_capture", log_dir=group.log_dir, params={
             "source": "file", "file_path": str(wav), "realtime": True,
             "chunk_ms": args.chunk_ms}))

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from locara_ros.core import contract as C
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "test"))
@@ -73,13 +74,13 @@ def bench_node(runs: int) -> dict:
             "play_on_device": False, "output_rate": 16000, "barge_in_min_speech": 0.2}))
         ros = RosHarness()
         node = ros.node("bench_tts")
-        say = node.create_publisher(String, "voice/say", RELIABLE_QOS)
-        events_pub = node.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
-        audio = ros.collect(node, AudioDataStamped, "audio/tts", AUDIO_QOS)
-        events = ros.collect(node, VoiceEvent, "voice/events", EVENTS_QOS)
+        say = node.create_publisher(String, C.SAY.name, RELIABLE_QOS)
+        events_pub = node.create_publisher(VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
+        audio = ros.collect(node, AudioDataStamped, C.AUDIO_TTS.name, AUDIO_QOS)
+        events = ros.collect(node, VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
         ros.wait_for_subscribers(say)
         ros.wait_for_subscribers(events_pub)
-        ros.wait_for_publishers(node, "audio/tts")
+        ros.wait_for_publishers(node, C.AUDIO_TTS.name)
 
         def stopped_count():
             return sum(1 for e in events.snapshot()

@@ -188,3 +188,22 @@ def test_long_speech_in_overlapping_chunks_has_no_duplicates_at_seams():
     # The naive concatenation does repeat words: the merge did real work.
     naive = normalize_text(" ".join(texts)).split()
     assert len(naive) > len(merged)
+
+
+def test_stamps_jumping_back_mid_speech_do_not_discard_it(vad, phrases):
+    """A network source stamps chunks on arrival (Wyoming): after a stall, a burst of chunks
+    re-anchors its clock backwards. The speech is as long as its samples say, whatever the
+    stamps (its duration decides whether it is discarded as too short: read from the stamps it
+    was 0.78 s here for 1.44 s of speech, and a larger jump would have discarded it)."""
+    _, speech = phrases
+    audio, _, _ = layout([speech[1]], lead=0.5, gap=0.0, tail=1.0)
+    seg = Segmenter(vad, VadConfig(min_speech_ms=200))
+    t0, events, chunk = 5_000_000_000, [], 320
+    for i in range(0, audio.size, chunk):
+        stamp = t0 + i * 1_000_000_000 // RATE
+        if i > 0.9 * RATE:  # from 0.9 s on (mid-speech) the stamps are 0.5 s earlier
+            stamp -= 500_000_000
+        events += seg.feed(audio[i:i + chunk], stamp)
+    [stop] = [e for e in events if isinstance(e, SpeechStop)]
+    assert not stop.discarded
+    assert stop.duration == pytest.approx(speech[1].size / RATE, abs=0.35)

@@ -278,7 +278,16 @@ def test_wyoming_satellite_to_asr(ros, procs):
 
     info = asyncio.run(satellite())
     assert info.mic and info.mic[0].mic_format.rate == 16000
-    [final] = listener.finals.wait_for(1, timeout=30)
+    try:
+        [final] = listener.finals.wait_for(1, timeout=30)
+    except TimeoutError:  # failed twice in CI (nothing transcribed): say what the asr saw
+        chunks = mic_chunks.snapshot()
+        stamps = np.diff([stamp_to_ns(c.header.stamp) for c in chunks]) / 1e6
+        events = [(e.type, round(e.value, 3), e.detail) for e in listener.events.snapshot()]
+        raise AssertionError(
+            f"no transcript; voice/events {events}; audio/mic: {len(chunks)} chunks, stamp "
+            f"steps min/max {stamps.min() if stamps.size else 0:.0f}/"
+            f"{stamps.max() if stamps.size else 0:.0f} ms") from None
     assert normalize_text(final.text) == "take a picture"
     # The VAD ends the utterance 0.4 s into the trailing silence, while the last chunks may
     # still be on their way (seen: 0.38 s behind on a busy machine): wait for the whole stream.

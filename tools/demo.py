@@ -36,6 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import soundfile as sf
+from locara_ros.core import contract as C
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "conversation.wav"
@@ -63,7 +64,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="image published as the camera (default: the shipped sample)")
     p.add_argument("--live", action="store_true",
                    help="live microphone and camera: no file replay, no image publishing")
-    p.add_argument("--camera-topic", default="camera/image_raw")
+    p.add_argument("--camera-topic", default=C.CAMERA.name)
     p.add_argument("--whisper-model", default="", help="tiny.en (default), base or a path")
     p.add_argument("--llm-model", default="", help="GGUF path (default: packaged SmolLM2-135M)")
     p.add_argument("--vlm-model", default="")
@@ -124,14 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         vlm_chat_handler=handler, tts_output="device" if args.live else "topic")
     specs = build(options)
     if random_vlm:  # the parser must not find (and speak) the noise model: serve it elsewhere
-        specs = [dataclasses.replace(s, remaps={**s.remaps, "vision/ask": NOISE_VISION})
+        specs = [dataclasses.replace(s, remaps={**s.remaps, C.VISION_ASK.name: NOISE_VISION})
                  if s.name == "vlm" else s for s in specs]
 
     from locara_ros.testing.inprocess import RosHarness
     ros = RosHarness()
     group = ProcessGroup(str(out / "logs"))
     watcher = DemoWatcher(ros, say, args.camera_topic, None if args.live else args.image,
-                          NOISE_VISION if random_vlm else "vision/ask",
+                          NOISE_VISION if random_vlm else C.VISION_ASK.name,
                           planned_barge_in)
     code = 1
     try:
@@ -204,7 +205,7 @@ class DemoWatcher:
     """The demo's own ROS node: camera driver, planner and console."""
 
     def __init__(self, ros, say: Printer, camera_topic: str, image_path: str | None,
-                 vision_service: str = "vision/ask", planned_barge_in: str = "") -> None:
+                 vision_service: str = C.VISION_ASK.name, planned_barge_in: str = "") -> None:
         from sensor_msgs.msg import CompressedImage
 
         from locara_ros.msg import VoiceEvent

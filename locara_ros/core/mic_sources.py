@@ -661,7 +661,10 @@ class WyomingClientSource(MicSource):
     async def _main(self) -> None:
         delay = self.retry_initial
         while not self._stop.is_set():
-            reason, streamed = await self._session()
+            try:
+                reason, streamed = await self._session()
+            except Exception as e:  # noqa: BLE001 - a peer's oddity must not end the retries
+                reason, streamed = f"unexpected error ({type(e).__name__}: {e})", False
             if self._stop.is_set():
                 return
             if streamed:

@@ -161,6 +161,7 @@ class Segmenter:
         self._speech_start_ns = 0
         self._speech_end_ns = 0
         self._speech_end_sample = 0
+        self._speech_start_sample = 0
         self._silence_samples = 0
         self.turn_end: tuple[float, str] | None = None  # (stop ms, why) for this utterance
 
@@ -263,6 +264,7 @@ class Segmenter:
         offset = len(pre) * WINDOW
         self._history.clear()
         self._speech_start_ns = self._starting[0].stamp_ns
+        self._speech_start_sample = offset
         self._utt_samples = audio.size
         self._speech_end_ns = self._starting[-1].stamp_ns + WINDOW_NS
         self._speech_end_sample = audio.size
@@ -273,7 +275,9 @@ class Segmenter:
         events.append(SpeechStart(self._speech_start_ns, decided_ns, audio, offset))
 
     def _stop(self, events: list[object], decided_ns: int, reason: str, turn: str = "") -> None:
-        duration = max(0.0, (self._speech_end_ns - self._speech_start_ns) / 1e9)
+        # from the samples, not the stamps: a source that stamps on arrival may jump its clock
+        # back or forth mid-speech (a network stall), the audio is as long as it is
+        duration = max(0.0, (self._speech_end_sample - self._speech_start_sample) / SAMPLE_RATE)
         events.append(SpeechStop(self._speech_end_ns, decided_ns, duration, reason,
                                  discarded=duration * 1000.0 < self.config.min_speech_ms,
                                  speech_end_sample=self._speech_end_sample, turn=turn))

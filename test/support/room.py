@@ -16,6 +16,9 @@ stands in for the physical path robot loudspeaker -> air -> microphone:
   in at ``user_offset`` seconds after the robot starts a turn (its first audio/tts sample after at
   least ``turn_gap`` s of silence), at ``user_gain_db``, in the turns listed in ``user_turns``
   ("all", or e.g. "2" or "2,3"); several WAVs (comma separated) are played one per turn, in turn.
+  With ``user_turns`` "request", nobody talks until asked: a ``room/user_next`` message
+  (std_msgs/Int32, the 0-based index into ``user_wav``) arms the next robot turn with that clip
+  (benchmarks that need to know which robot turn a user talks in, e.g. bench/stop.py).
   For every one it publishes the capture time of the user's speech onset (first 10 ms frame
   within 30 dB of the utterance's loudest) on ``room/user_onset`` and of the end of the voice on
   ``room/user_end`` (std_msgs/Header: stamp = that time, frame_id = "turn-<n>") and logs it.
@@ -32,7 +35,7 @@ import threading
 import numpy as np
 from audio_common_msgs.msg import AudioDataStamped, AudioInfo
 from rclpy.node import Node
-from std_msgs.msg import Header
+from std_msgs.msg import Header, Int32
 
 from locara_ros.core.audio import (
     AudioFormat,
@@ -125,8 +128,12 @@ class Room(Node):
                                                  "starts a turn [s]")
         user_gain = 10 ** (p("user_gain_db", 0.0, "gain applied to user_wav [dB]") / 20)
         turns = str(p("user_turns", "all", "robot turns (1-based, comma separated) the user "
-                                            "talks in, or 'all'")).strip()
-        self.user_turns = None if turns in ("", "all") else {int(t) for t in turns.split(",")}
+                                            "talks in, 'all', or 'request' (room/user_next)")
+                    ).strip()
+        self.on_request = turns == "request"
+        self.user_turns = (None if turns in ("", "all") else set() if self.on_request else
+                           {int(t) for t in turns.split(",")})
+        self.armed: int | None = None  # on request: the clip for the next robot turn
         self.turn_gap = int(p("turn_gap", 1.0, "tts silence that separates robot turns [s]")
                             * RATE)
         self.record_path = p("record_wav", "", "write the mic stream to this WAV at shutdown")
@@ -161,11 +168,21 @@ class Room(Node):
                                         bitrate=MIC_FORMAT.bitrate, coding_format="wave"))
         self.create_subscription(AudioInfo, "audio/tts/info", self._on_tts_info, LATCHED_QOS)
         self.create_subscription(AudioDataStamped, "audio/tts", self._on_tts, AUDIO_QOS)
+        self.create_subscription(Int32, "room/user_next", self._on_user_next, RELIABLE_QOS)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._mic_loop, name="room-mic")
         self._thread.start()
         announce_ready(self, f"room (echo {self.delay * 1000 // RATE} ms, {20 * np.log10(gain):.1f}"
                              f" dB; user {wav or 'none'} in turns {turns or 'all'})")
+
+    def _on_user_next(self, msg: Int32) -> None:
+        if not 0 <= msg.data < len(self.users):
+            self.get_logger().error(f"room/user_next: no user clip {msg.data} "
+                                    f"({len(self.users)} given)")
+            return
+        with self.lock:
+            self.armed = int(msg.data)
+        self.get_logger().info(f"user clip {msg.data} armed for the next robot turn")
 
     # ------------------------------------------------------------------ loudspeaker
     def _on_tts_info(self, msg: AudioInfo) -> None:
@@ -205,9 +222,16 @@ class Room(Node):
         self.turn_end = start
         t = start * NS // RATE
         self.get_logger().info(f"robot turn {self.turn} starts at {t / 1e9:.3f}")
-        if not self.users or (self.user_turns is not None and self.turn not in self.user_turns):
+        if self.on_request:
+            if self.armed is None:
+                return
+            index, self.armed = self.armed, None
+        elif not self.users or (self.user_turns is not None
+                                and self.turn not in self.user_turns):
             return
-        audio, onset, end = self.users[(self.turn - 1) % len(self.users)]
+        else:
+            index = (self.turn - 1) % len(self.users)
+        audio, onset, end = self.users[index]
         at = start + int(self.user_offset * RATE)
         self.scheduled.append((at, audio))
         onset_ns = (at + onset) * NS // RATE
