@@ -41,8 +41,12 @@ def ros_parse(parser_node, ros):
     client = node.create_client(ParseCommand, "voice/parse", qos_profile=SERVICE_QOS)
 
     def parse(text: str, use_history: bool = False, publish: bool = False):
-        return ros.call(client, ParseCommand.Request(text=text, use_history=use_history,
-                                                     publish=publish), timeout=TIMEOUT)
+        try:
+            return ros.call(client, ParseCommand.Request(text=text, use_history=use_history,
+                                                         publish=publish), timeout=TIMEOUT)
+        except TimeoutError as e:  # did the request arrive, and was it answered? (CI, once)
+            raise TimeoutError(f"{e} (request {text!r}); command_parser log, last lines:\n"
+                               f"{parser_node[0].output()[-4000:]}") from None
     return node, parse
 
 

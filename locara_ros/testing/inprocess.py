@@ -99,6 +99,13 @@ class RosHarness:
         """Call a service from the test thread (not a callback) and wait for the response."""
         wait_until(lambda: client.service_is_ready(), timeout,
                    what=f"service {client.srv_name}")
+        if not getattr(client, "_locara_settled", False):
+            # service_is_ready() says the request can reach the server, not that the server has
+            # matched this client's response reader yet; until it has, DDS drops the response
+            # (seen in CI: the first voice/parse call of a fresh client never answered). Once
+            # per client, give the reverse path a moment.
+            time.sleep(1.0)
+            client._locara_settled = True
         future = client.call_async(request)
         wait_until(future.done, timeout, what=f"response from {client.srv_name}")
         return future.result()
