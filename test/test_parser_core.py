@@ -387,3 +387,54 @@ def test_vision_reply_says_why_it_cannot_see(rules, vision, reply):
     out = rules.parse("what do you see", use_history=False, vision=vision)
     assert out.command is not None and out.command.action == "describe_scene"
     assert out.reply == reply
+
+
+def test_misheard_stop_words_said_alone_stop_the_robot(schema):
+    """Whisper tiny.en's transcripts of isolated stop words (bench/stop.py) that match no stop
+    phrase and no template stop the robot when they sound like one (the real espeak-ng
+    phonemizer of piper-tts); a pending yes/no question, a rule's command or the parameter
+    at 0 keeps them from it."""
+    parser = CommandParser(schema, None, ParserConfig())
+    assert parser.sound_alike is not None
+    for heard, phrase in (("Alt.", "halt"), ("aboard.", "abort"), ("stand, sail.", "stand still"),
+                          ("Star.", "stop"), ("Hold up!", "hold on"), ("Cut out.", "cut it out")):
+        decision = parser.decide(heard)
+        assert decision is None or decision.command is None, heard
+        assert parser.sounds_like_stop(heard, decision) == phrase, heard
+        outcome = parser.fast_path(heard, sounds_like=True)
+        assert outcome is not None and outcome.command.action == "stop"
+        assert outcome.origin == "fast_path"
+    for heard in ("Yeah.", "I'm alright.", "That is enough, cut it down.", "go, go, go, go",
+                  "hello there", "what time is it", "kitchen", "start", "hold"):
+        assert parser.sounds_like_stop(heard, parser.decide(heard)) is None, heard
+    # a rule's command wins: "go to the hall" is a trip to the hallway, not "halt"
+    decision = parser.decide("go to the hall")
+    assert decision is not None and decision.command.action == "go_to"
+    assert parser.sounds_like_stop("go to the hall", decision) is None
+    off = CommandParser(schema, None, ParserConfig(stop_sounds_like=0.0))
+    assert off.sound_alike is None and off.sounds_like_stop("Alt.", None) is None
+
+
+def test_no_ordinary_request_sounds_like_a_stop(rules):
+    """Every labelled request (the dev set and the blind set) that is not a stop: never read as
+    one by sound, whatever the rules make of it."""
+    import yaml
+    data = Path(__file__).resolve().parent / "data"
+    texts = [item["text"] for name in ("utterances.yaml", "blind_requests.yaml")
+             for item in yaml.safe_load((data / name).read_text())["items"]
+             if item.get("action") != "stop"]
+    assert len(texts) > 250
+    found = [(t, rules.sound_alike.match(t)) for t in texts
+             if not rules.is_stop(t) and rules.sound_alike.match(t) is not None]
+    assert not found, found
+
+
+def test_a_pending_question_is_not_answered_by_a_stop_sound_alike(schema):
+    """While the robot waits for yes/no, a sound-alike is not taken for a stop."""
+    from locara_ros.core.parser import _Pending
+    parser = CommandParser(schema, None, ParserConfig())
+    move = Command("move", {"direction": "forward", "distance_m": 1.0})
+    parser._pending = _Pending(move, schema.action("move"), "go forward", time.monotonic() + 60)
+    assert parser.sounds_like_stop("Alt.", None) is None
+    parser._pending = None
+    assert parser.sounds_like_stop("Alt.", None) == "halt"

@@ -118,6 +118,24 @@ def test_transcript_gives_one_command_and_its_reply(ros, ros_parse):
     assert "".join(c.text for c in chunks) == "Going to the bedroom."
 
 
+def test_a_misheard_stop_word_said_alone_stops_the_robot(ros, ros_parse):
+    """Whisper hears an isolated "abort" as "aboard.": a final no rule makes a command of, that
+    sounds like a stop phrase, publishes stop (origin fast_path) and the stop reply; typed text
+    on voice/parse is taken as written."""
+    node, parse = ros_parse
+    pub = node.create_publisher(Transcript, "voice/transcript", RELIABLE_QOS)
+    commands = ros.collect(node, RobotCommand, "voice/command", RELIABLE_QOS)
+    events = ros.collect(node, VoiceEvent, "voice/events", EVENTS_QOS)
+    ros.wait_for_subscribers(pub)
+    pub.publish(Transcript(utterance_id="u-aboard", text="aboard.", is_final=True))
+    [cmd] = commands.wait_for(1, timeout=10)
+    assert (cmd.action, cmd.origin, cmd.utterance_id) == ("stop", "fast_path", "u-aboard")
+    events.wait_for(1, timeout=5, where=lambda e: e.type == VoiceEvent.STOP
+                    and e.utterance_id == "u-aboard")
+    res = parse("aboard")
+    assert res.command.action != "stop", res
+
+
 def test_multi_turn_context(ros, ros_parse):
     node, parse = ros_parse
     first = parse("go to the kitchen", use_history=True)

@@ -58,6 +58,7 @@ from locara_ros.core.conversation import (
 from locara_ros.core.grounding import Grounding, clauses, injection
 from locara_ros.core.intents import TemplateMatcher
 from locara_ros.core.json_stream import StreamingJsonReader
+from locara_ros.core.phonetic import Phonemizer, StopSoundAlike, espeak_or_none
 from locara_ros.core.numbers import normalize_numbers
 from locara_ros.core.prompts import few_shot_messages, system_prompt
 
@@ -113,6 +114,9 @@ class ParserConfig:
     confirmation_timeout_s: float = 20.0
     max_text_chars: int = 400
     fast_path: bool = True
+    # Spoken transcripts no rule made a command of stop the robot when they sound like a stop
+    # phrase ("Alt." for "halt"): the largest phoneme distance / phrase length; 0 = off.
+    stop_sounds_like: float = 0.25
 
 
 @dataclass
@@ -194,7 +198,8 @@ class CommandParser:
     from any thread. `model` may be None: then only the rules decide."""
 
     def __init__(self, schema: CommandSchema, model: CommandModel | None,
-                 config: ParserConfig | None = None) -> None:
+                 config: ParserConfig | None = None,
+                 phonemizer: Phonemizer | None = None) -> None:
         self.schema = schema
         self.model = model
         self.config = config or ParserConfig()
@@ -205,6 +210,12 @@ class CommandParser:
         self._system = system_prompt(schema)
         self._pending: _Pending | None = None
         self._lock = threading.Lock()
+        self.sound_alike: StopSoundAlike | None = None
+        if schema.stop is not None and self.config.fast_path and self.config.stop_sounds_like > 0:
+            phonemizer = phonemizer or espeak_or_none()
+            if phonemizer is not None:
+                self.sound_alike = StopSoundAlike(schema.stop.phrases, schema.stop.filler,
+                                                  self.config.stop_sounds_like, phonemizer)
 
     @property
     def origin(self) -> str:
@@ -238,10 +249,26 @@ class CommandParser:
         parts = [p for p in re.split(r"[,.!?;]+|\s+(?:and then|and|then)\s+", text) if p.strip()]
         return len(parts) > 1 and match_phrases(parts[-1], stop.phrases, stop.filler)
 
-    def fast_path(self, text: str, *, utterance_id: str = "", use_history: bool = True
-                  ) -> ParseOutcome | None:
-        """The stop fast path (no model): an outcome for stop phrases, else None."""
-        if not self.is_stop(text):
+    def sounds_like_stop(self, text: str, decision: Decision | None) -> str | None:
+        """For a spoken final transcript: the stop phrase it sounds like, when no rule made a
+        command of it (`decision`: :meth:`decide`'s) and no yes/no answer is awaited."""
+        if self.sound_alike is None or (decision is not None and decision.command is not None):
+            return None
+        with self._lock:
+            if self._pending is not None:
+                return None
+        m = self.sound_alike.match(text)
+        if m is None:
+            return None
+        log.info("'%s' sounds like the stop phrase '%s' (%.2f)", text, m[0], m[1])
+        return m[0]
+
+    def fast_path(self, text: str, *, utterance_id: str = "", use_history: bool = True,
+                  sounds_like: bool = False) -> ParseOutcome | None:
+        """The stop fast path (no model): an outcome for stop phrases, else None.
+        `sounds_like`: the caller found (:meth:`sounds_like_stop`) that the text sounds like
+        one."""
+        if not sounds_like and not self.is_stop(text):
             return None
         return self._stop_outcome(text, utterance_id, use_history)
 

@@ -114,7 +114,7 @@ _LIMITS = {
     "vision_timeout_s": (0.1, 600.0), "vision_wait_s": (0.0, 600.0),
     "confirmation_timeout_s": (0.1, 3600.0),
     "max_text_chars": (1, 100000), "queue_size": (1, 1000), "service_timeout_s": (0.1, 3600.0),
-    "parse_concurrency": (1, 64), "worker_nice": (0, 19),
+    "parse_concurrency": (1, 64), "worker_nice": (0, 19), "stop_sounds_like": (0.0, 0.5),
 }
 
 
@@ -190,6 +190,10 @@ class CommandParserNode(Node):
             max_text_chars=p("max_text_chars", 400, "Longer requests are refused"),
             fast_path=p("stop_fast_path", True, "Recognise the schema's stop phrases without "
                         "the model, in final and partial transcripts"),
+            stop_sounds_like=p("stop_sounds_like", 0.25, "A spoken final that no rule makes a "
+                               "command of stops the robot when its sounds are this close to a "
+                               "stop phrase ('Alt.' for 'halt'; phoneme edit distance / phrase "
+                               "length); 0 = off"),
         )
         self.queue_size = max(1, int(p("queue_size", 4, "Requests waiting for the model; the "
                                        "oldest transcript is dropped when full")))
@@ -240,6 +244,10 @@ class CommandParserNode(Node):
                                        probe=self.model.client.health,
                                        retry_interval=float(retry_interval))
         self.parser = CommandParser(self.schema, self.model, cfg)
+        if cfg.stop_sounds_like > 0 and self.schema.stop is not None and \
+                self.parser.sound_alike is None:
+            self.get_logger().warning("stop_sounds_like is off: no espeak-ng phonemizer (the "
+                                      "piper-tts package); only exact stop phrases stop")
         if warmup and self.model is not None and (backend == "llama_cpp" or fallback):
             local = self.model.fallback if isinstance(self.model, Failover) else self.model
             CommandParser(self.schema, local, cfg).parse("hello there friend",
@@ -334,9 +342,12 @@ class CommandParserNode(Node):
             return  # its partial already stopped the robot
         if self._stop(text, uid, uid, use_history=True, publish=True) is not None:
             return
-        self._supersede(f"superseded by {uid}")
         decision = speculated if speculated is not None and speculated.text == text else \
             self.parser.decide(text)
+        if self.parser.sounds_like_stop(text, decision) is not None:
+            self._stop(text, uid, uid, use_history=True, publish=True, sounds_like=True)
+            return
+        self._supersede(f"superseded by {uid}")
         job = _Job(text=text, utterance_id=uid, command_utterance_id=uid, spoken=True,
                    decision=decision)
         if self._cheap(decision):
@@ -355,10 +366,11 @@ class CommandParserNode(Node):
             job.cancel.set()
 
     def _stop(self, text: str, reply_id: str, command_id: str, *, use_history: bool,
-              publish: bool, partial: bool = False) -> ParseOutcome | None:
+              publish: bool, partial: bool = False, sounds_like: bool = False
+              ) -> ParseOutcome | None:
         """The stop fast path: publish stop, tell everyone, cancel everything."""
         outcome = self.parser.fast_path(text, utterance_id=command_id or reply_id,
-                                        use_history=use_history)
+                                        use_history=use_history, sounds_like=sounds_like)
         if outcome is None:
             return None
         if publish:
@@ -367,7 +379,8 @@ class CommandParserNode(Node):
                                                 text=text))
             _ReplyStream(self, reply_id, True).send(outcome.reply, final=True)
         self._cancel_all("stop")
-        self.get_logger().info(f"stop fast path{' (partial)' if partial else ''}: '{text}'")
+        how = " (partial)" if partial else " (sounds like a stop phrase)" if sounds_like else ""
+        self.get_logger().info(f"stop fast path{how}: '{text}'")
         return outcome
 
     def _cheap(self, decision: Decision | None) -> bool:
