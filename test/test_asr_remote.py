@@ -26,6 +26,7 @@ from support import servers
 from support.servers import free_port
 from support.speech import silence, synthesize
 
+from locara_ros.core import contract as C
 from locara_ros.core.audio import encode_s16le, resample
 from locara_ros.core.backends.asr import (
     ChatAudioTranscriber,
@@ -151,8 +152,8 @@ def utterance():
 
 def publish_utterance(ros, name: str, audio: np.ndarray) -> None:
     node = ros.node(name)
-    info = node.create_publisher(AudioInfo, "audio/mic/info", LATCHED_QOS)
-    pub = node.create_publisher(AudioDataStamped, "audio/mic", AUDIO_QOS)
+    info = node.create_publisher(AudioInfo, C.AUDIO_MIC_INFO.name, LATCHED_QOS)
+    pub = node.create_publisher(AudioDataStamped, C.AUDIO_MIC.name, AUDIO_QOS)
     info.publish(AudioInfo(channels=1, sample_rate=16000, sample_format="S16LE",
                            bitrate=256000, coding_format="wave"))
     ros.wait_for_subscribers(pub, timeout=20)
@@ -185,8 +186,8 @@ def test_asr_node_with_openai_backend(ros, procs, whisper_server, utterance):
         "backend": "openai", "server_url": whisper_server, "language": "en",
         "partial_interval": 0.0}), ready_timeout=60)
     listen = ros.node("remote_listener")
-    finals = ros.collect(listen, Transcript, "voice/transcript", RELIABLE_QOS)
-    ros.wait_for_publishers(listen, "voice/transcript")
+    finals = ros.collect(listen, Transcript, C.TRANSCRIPT.name, RELIABLE_QOS)
+    ros.wait_for_publishers(listen, C.TRANSCRIPT.name)
     publish_utterance(ros, "remote_feeder", audio)
     [final] = finals.wait_for(1, timeout=60)
     assert normalize_text(final.text) == normalize_text(text)
@@ -223,9 +224,9 @@ def test_asr_node_keeps_running_when_the_server_is_down_or_answers_garbage(
         "backend": "chat_audio", "server_url": standin.url, "server_model": "ultravox",
         "partial_interval": 0.0, "server_timeout": 10.0}), ready_timeout=60)
     listen = ros.node("down_listener")
-    finals = ros.collect(listen, Transcript, "voice/transcript", RELIABLE_QOS)
-    events = ros.collect(listen, VoiceEvent, "voice/events", EVENTS_QOS)
-    ros.wait_for_publishers(listen, "voice/transcript")
+    finals = ros.collect(listen, Transcript, C.TRANSCRIPT.name, RELIABLE_QOS)
+    events = ros.collect(listen, VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
+    ros.wait_for_publishers(listen, C.TRANSCRIPT.name)
 
     standin.mode = "garbage"
     try:

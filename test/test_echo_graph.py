@@ -24,6 +24,7 @@ from std_msgs.msg import Header, String
 from support.room import room_process
 from support.speech import silence, synthesize, write_wav
 
+from locara_ros.core import contract as C
 from locara_ros.core.audio import MIC_FORMAT, decode, rms_dbfs
 from locara_ros.core.transcripts import normalize_text
 from locara_ros.msg import Transcript, VoiceEvent
@@ -85,23 +86,23 @@ class Graph:
         self.room = procs.start(room_process(procs.log_dir, **room))
         self.ros = ros
         node = self.node = ros.node("echo_graph_test")
-        self.say = node.create_publisher(String, "voice/say", RELIABLE_QOS)
-        self.events = ros.collect(node, VoiceEvent, "voice/events", EVENTS_QOS)
-        self.finals = ros.collect(node, Transcript, "voice/transcript", RELIABLE_QOS)
-        self.tts_audio = ros.collect(node, AudioDataStamped, "audio/tts", AUDIO_QOS)
-        self.mic = ros.collect(node, AudioDataStamped, "audio/mic", AUDIO_QOS)
+        self.say = node.create_publisher(String, C.SAY.name, RELIABLE_QOS)
+        self.events = ros.collect(node, VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
+        self.finals = ros.collect(node, Transcript, C.TRANSCRIPT.name, RELIABLE_QOS)
+        self.tts_audio = ros.collect(node, AudioDataStamped, C.AUDIO_TTS.name, AUDIO_QOS)
+        self.mic = ros.collect(node, AudioDataStamped, C.AUDIO_MIC.name, AUDIO_QOS)
         self.onsets = ros.collect(node, Header, "room/user_onset", RELIABLE_QOS)
         ros.wait_for_subscribers(self.say, timeout=20)
-        for topic in ("voice/events", "voice/transcript", "audio/tts", "audio/mic"):
+        for topic in (C.VOICE_EVENTS.name, C.TRANSCRIPT.name, C.AUDIO_TTS.name, C.AUDIO_MIC.name):
             ros.wait_for_publishers(node, topic, timeout=20)
         self.mic.wait_for(10, timeout=20)  # the room is streaming
         # Everyone must be connected before the robot speaks: audio/tts -> room and asr,
         # voice/events tts <-> asr (a late match loses the start of the echo or its reference).
         self.room.wait_for_output("loudspeaker connected", timeout=20)
         listeners = 3 if mode != "off" else 2  # test, room (+ asr with an echo mode)
-        wait_until(lambda: node.count_subscribers("audio/tts") >= listeners
-                   and node.count_subscribers("voice/events") >= listeners
-                   and node.count_publishers("voice/events") >= 2, 20, what="discovery")
+        wait_until(lambda: node.count_subscribers(C.AUDIO_TTS.name) >= listeners
+                   and node.count_subscribers(C.VOICE_EVENTS.name) >= listeners
+                   and node.count_publishers(C.VOICE_EVENTS.name) >= 2, 20, what="discovery")
         time.sleep(1.0)
 
     def timeline(self) -> str:

@@ -19,6 +19,7 @@ from support import servers
 from support.feed import MicFeeder
 from support.speech import silence, synthesize
 
+from locara_ros.core import contract as C
 from locara_ros.core.transcripts import normalize_text
 from locara_ros.msg import Transcript, VoiceEvent
 from locara_ros.srv import ParseCommand
@@ -43,12 +44,12 @@ def test_asr_fails_over_to_local_whisper_and_back(ros, procs):
         "model": "tiny.en", "language": "en", "partial_interval": 0.0,
         "server_timeout": 20.0, "retry_interval": 1.0}), ready_timeout=90)
     listen = ros.node("failover_listener")
-    finals = ros.collect(listen, Transcript, "voice/transcript", RELIABLE_QOS)
-    events = ros.collect(listen, VoiceEvent, "voice/events", EVENTS_QOS)
+    finals = ros.collect(listen, Transcript, C.TRANSCRIPT.name, RELIABLE_QOS)
+    events = ros.collect(listen, VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
     diags = ros.collect(listen, DiagnosticArray, "/diagnostics", RELIABLE_QOS)
     feeder = MicFeeder(ros)
     feeder.wait_connected()
-    ros.wait_for_publishers(listen, "voice/transcript")
+    ros.wait_for_publishers(listen, C.TRANSCRIPT.name)
 
     def switches():
         return [e for e in events.snapshot() if e.type == VoiceEvent.BACKEND_CHANGED]
@@ -102,8 +103,8 @@ def test_command_parser_fails_over_to_local_llm_and_back(ros, procs):
         "request_timeout_s": 60.0, "generation_timeout_s": 90.0, "retry_interval": 1.0}),
         ready_timeout=180)
     node = ros.node("parser_failover_test")
-    events = ros.collect(node, VoiceEvent, "voice/events", EVENTS_QOS)
-    client = node.create_client(ParseCommand, "voice/parse")
+    events = ros.collect(node, VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
+    client = node.create_client(ParseCommand, C.PARSE.name)
 
     def parse(text):
         return ros.call(client, ParseCommand.Request(text=text, use_history=False), timeout=180)
@@ -137,8 +138,8 @@ def _parser_behind_relay(ros, procs, relay, **params):
         "templates": False, "retry_interval": 1.0, "generation_timeout_s": 90.0,
         "service_timeout_s": 120.0, **params}), ready_timeout=180)
     node = ros.node("parser_relay_test")
-    events = ros.collect(node, VoiceEvent, "voice/events", EVENTS_QOS)
-    client = node.create_client(ParseCommand, "voice/parse")
+    events = ros.collect(node, VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
+    client = node.create_client(ParseCommand, C.PARSE.name)
 
     def parse(text):
         return ros.call(client, ParseCommand.Request(text=text, use_history=False), timeout=150)

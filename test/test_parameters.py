@@ -54,6 +54,7 @@ def test_start_up_parameters_cannot_be_changed_at_run_time(ros, procs):
     ("vlm", {"max_queue": 1000}, "max_queue"),
     ("command_parser", {"temperature": -1.0}, "temperature"),
     ("command_parser", {"max_tokens": -5}, "max_tokens"),
+    ("command_parser", {"stop_sounds_like": 0.9}, "stop_sounds_like"),
 ])
 def test_nonsense_at_start_up_stops_the_node_with_the_reason(procs, node, params, named):
     proc = NodeProcess.node(node, log_dir=procs.log_dir, label=f"{node}_bad_{named}",

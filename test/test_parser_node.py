@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from locara_ros.core import contract as C
 from locara_ros.core.command_schema import CLARIFY, same_command
 from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, VoiceEvent
 from locara_ros.nodes.common import EVENTS_QOS, RELIABLE_QOS, SERVICE_QOS, STREAM_QOS
@@ -38,7 +39,7 @@ def parser_node(ros_domain, tmp_path_factory):
 @pytest.fixture
 def ros_parse(parser_node, ros):
     node = ros.node("parser_node_test")
-    client = node.create_client(ParseCommand, "voice/parse", qos_profile=SERVICE_QOS)
+    client = node.create_client(ParseCommand, C.PARSE.name, qos_profile=SERVICE_QOS)
 
     def parse(text: str, use_history: bool = False, publish: bool = False):
         try:
@@ -89,11 +90,11 @@ def test_labelled_set_all_outputs_valid_accurate_and_never_dangerous(ros_parse):
 
 def test_transcript_gives_one_command_and_its_reply(ros, ros_parse):
     node, _parse = ros_parse
-    pub = node.create_publisher(Transcript, "voice/transcript", RELIABLE_QOS)
-    partial = node.create_publisher(Transcript, "voice/transcript/partial", RELIABLE_QOS)
-    commands = ros.collect(node, RobotCommand, "voice/command", RELIABLE_QOS)
-    replies = ros.collect(node, ReplyChunk, "voice/reply", STREAM_QOS)
-    events = ros.collect(node, VoiceEvent, "voice/events", EVENTS_QOS)
+    pub = node.create_publisher(Transcript, C.TRANSCRIPT.name, RELIABLE_QOS)
+    partial = node.create_publisher(Transcript, C.TRANSCRIPT_PARTIAL.name, RELIABLE_QOS)
+    commands = ros.collect(node, RobotCommand, C.COMMAND.name, RELIABLE_QOS)
+    replies = ros.collect(node, ReplyChunk, C.REPLY.name, STREAM_QOS)
+    events = ros.collect(node, VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
     ros.wait_for_subscribers(pub)
     ros.wait_for_subscribers(partial)
     # An incomplete partial and an empty final are ignored; a partial that is already a
@@ -123,9 +124,9 @@ def test_a_misheard_stop_word_said_alone_stops_the_robot(ros, ros_parse):
     sounds like a stop phrase, publishes stop (origin fast_path) and the stop reply; typed text
     on voice/parse is taken as written."""
     node, parse = ros_parse
-    pub = node.create_publisher(Transcript, "voice/transcript", RELIABLE_QOS)
-    commands = ros.collect(node, RobotCommand, "voice/command", RELIABLE_QOS)
-    events = ros.collect(node, VoiceEvent, "voice/events", EVENTS_QOS)
+    pub = node.create_publisher(Transcript, C.TRANSCRIPT.name, RELIABLE_QOS)
+    commands = ros.collect(node, RobotCommand, C.COMMAND.name, RELIABLE_QOS)
+    events = ros.collect(node, VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
     ros.wait_for_subscribers(pub)
     pub.publish(Transcript(utterance_id="u-aboard", text="aboard.", is_final=True))
     [cmd] = commands.wait_for(1, timeout=10)
@@ -162,7 +163,7 @@ def test_vision_question_answered_by_a_service_in_another_process(ros_parse, pro
                                    label="peer"))
     node, parse = ros_parse
     from locara_ros.srv import AskVision
-    assert node.create_client(AskVision, "vision/ask").wait_for_service(timeout_sec=30)
+    assert node.create_client(AskVision, C.VISION_ASK.name).wait_for_service(timeout_sec=30)
     res = parse("describe what you see")
     assert res.success and res.command.action == "describe_scene"
     question = "Describe what you see in one or two short sentences."
@@ -176,10 +177,10 @@ def test_a_spoken_stop_is_not_delayed_by_a_busy_parser(ros, ros_parse):
     import threading
     import time
     node, parse = ros_parse
-    commands = ros.collect(node, RobotCommand, "voice/command", RELIABLE_QOS)
-    events = ros.collect(node, VoiceEvent, "voice/events", EVENTS_QOS)
-    partial = node.create_publisher(Transcript, "voice/transcript/partial", RELIABLE_QOS)
-    final = node.create_publisher(Transcript, "voice/transcript", RELIABLE_QOS)
+    commands = ros.collect(node, RobotCommand, C.COMMAND.name, RELIABLE_QOS)
+    events = ros.collect(node, VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
+    partial = node.create_publisher(Transcript, C.TRANSCRIPT_PARTIAL.name, RELIABLE_QOS)
+    final = node.create_publisher(Transcript, C.TRANSCRIPT.name, RELIABLE_QOS)
     ros.wait_for_subscribers(partial)
     ros.wait_for_subscribers(final)
     answers: list = []

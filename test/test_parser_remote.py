@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from locara_ros.core import contract as C
 from locara_ros.core.models import resolve_llm
 from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, VoiceEvent
 from locara_ros.nodes.common import EVENTS_QOS, RELIABLE_QOS, STREAM_QOS
@@ -161,10 +162,10 @@ def remote_parser(procs, stand_in):
 
 def _wire(ros):
     node = ros.node("remote_parser_test")
-    client = node.create_client(ParseCommand, "voice/parse")
-    commands = ros.collect(node, RobotCommand, "voice/command", RELIABLE_QOS)
-    replies = ros.collect(node, ReplyChunk, "voice/reply", STREAM_QOS)
-    events = ros.collect(node, VoiceEvent, "voice/events", EVENTS_QOS)
+    client = node.create_client(ParseCommand, C.PARSE.name)
+    commands = ros.collect(node, RobotCommand, C.COMMAND.name, RELIABLE_QOS)
+    replies = ros.collect(node, ReplyChunk, C.REPLY.name, STREAM_QOS)
+    events = ros.collect(node, VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
     return node, client, commands, replies, events
 
 
@@ -181,7 +182,7 @@ def _wire(ros):
 def test_garbage_from_the_server_never_becomes_a_command(ros, stand_in, remote_parser, case,
                                                          reason):
     node, client, commands, replies, events = _wire(ros)
-    ros.wait_for_publishers(node, "voice/command")
+    ros.wait_for_publishers(node, C.COMMAND.name)
     # Words that go_to could mean, so the server is asked (a request that names no action, or
     # none whose values were said, is asked back without any model).
     res = ros.call(client, ParseCommand.Request(text=f"go to the kitchen for the {case} thing",
@@ -211,7 +212,7 @@ def test_garbage_from_the_server_never_becomes_a_command(ros, stand_in, remote_p
 
 
 def _slow_turn(ros, stand_in, node, uid: str):
-    pub = node.create_publisher(Transcript, "voice/transcript", RELIABLE_QOS)
+    pub = node.create_publisher(Transcript, C.TRANSCRIPT.name, RELIABLE_QOS)
     ros.wait_for_subscribers(pub)
     pub.publish(Transcript(utterance_id=uid, text="go to the kitchen, slow please",
                            is_final=True))
@@ -220,7 +221,7 @@ def _slow_turn(ros, stand_in, node, uid: str):
 
 def test_barge_in_cancels_the_reply_in_flight(ros, stand_in, remote_parser):
     node, _client, commands, replies, events = _wire(ros)
-    ev_pub = node.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
+    ev_pub = node.create_publisher(VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
     _slow_turn(ros, stand_in, node, "utt-slow-1")
     # The command is complete before the reply: it is published while the reply still streams.
     [cmd] = commands.wait_for(1, timeout=20)
@@ -238,7 +239,7 @@ def test_barge_in_cancels_the_reply_in_flight(ros, stand_in, remote_parser):
     assert cancelled[0].utterance_id == "utt-slow-1"
     wait_until(lambda: stand_in.disconnects >= 1, 15, what="the server seeing the cancel")
     # The next request refers back, so it is answered with the interrupted turn in its history.
-    ok = ros.call(node.create_client(ParseCommand, "voice/parse"),
+    ok = ros.call(node.create_client(ParseCommand, C.PARSE.name),
                   ParseCommand.Request(text="and now get yourself into the kitchen area",
                                        use_history=True), timeout=30)
     assert ok.success
@@ -290,7 +291,7 @@ def test_real_openai_compatible_server_with_smollm2(ros, procs):
                 "service_timeout_s": 200.0,
                 "request_timeout_s": 170.0}), ready_timeout=60)
     node = ros.node("real_server_test")
-    client = node.create_client(ParseCommand, "voice/parse")
+    client = node.create_client(ParseCommand, C.PARSE.name)
     res = ros.call(client, ParseCommand.Request(text="go to the kitchen"), timeout=180)
     assert res.success, res.message
     assert res.command.action == "go_to"
@@ -308,11 +309,11 @@ def test_a_streamed_reply_is_spoken_while_written_and_a_barge_in_cancels_it(ros,
     procs.start(NodeProcess.node("tts", log_dir=procs.log_dir,
                                  params={"play_on_device": False, "barge_in_min_speech": 0.2}))
     node, _client, commands, replies, events = _wire(ros)
-    ev_pub = node.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
+    ev_pub = node.create_publisher(VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
     ros.wait_for_subscribers(ev_pub)
     # The tts node's voice/reply subscription must be known to the graph (ours + its) before the
     # parser streams, or the first sentence goes out before the two processes have matched.
-    wait_until(lambda: node.count_subscribers("voice/reply") >= 2, 30,
+    wait_until(lambda: node.count_subscribers(C.REPLY.name) >= 2, 30,
                what="the tts node's voice/reply subscription")
     time.sleep(0.5)  # discovery is per pair of processes: give parser and tts a moment too
     _slow_turn(ros, stand_in, node, "utt-speak")

@@ -25,6 +25,7 @@ from support import servers
 from support.speech import conversation, write_wav
 from support.tiny_vlm import make_tiny_vlm
 
+from locara_ros.core import contract as C
 from locara_ros.core.topology import TopologyOptions, build
 from locara_ros.msg import VoiceEvent
 from locara_ros.nodes.common import SENSOR_QOS
@@ -63,7 +64,7 @@ class Camera:
         self.node = ros.node("test_camera", namespace=namespace or "/")
         self.msg = CompressedImage(format="jpeg",
                                    data=cv2.imencode(".jpg", img)[1].tobytes())
-        self.pub = self.node.create_publisher(CompressedImage, "camera/image_raw/compressed",
+        self.pub = self.node.create_publisher(CompressedImage, C.CAMERA_COMPRESSED.name,
                                               SENSOR_QOS)
         self.node.create_timer(0.2, self.tick)
 
@@ -179,7 +180,7 @@ def test_off_board_http_with_real_servers_and_failover(ros, procs, tmp_path, tin
 
     from locara_ros.srv import ParseCommand
     asker = ros.node("http_asker")
-    parse = asker.create_client(ParseCommand, "voice/parse")
+    parse = asker.create_client(ParseCommand, C.PARSE.name)
 
     def ask_model():  # no template decides this request: the parser's model does
         return ros.call(parse, ParseCommand.Request(
@@ -202,6 +203,6 @@ def test_off_board_http_with_real_servers_and_failover(ros, procs, tmp_path, tin
     assert len(graph.spoken_finals()) == 2
 
     # The vlm node uses its server too (a real OpenAI-compatible request with the frame).
-    reply = ros.call(asker.create_client(AskVision, "vision/ask"),
+    reply = ros.call(asker.create_client(AskVision, C.VISION_ASK.name),
                      AskVision.Request(question="What is here?"), timeout=90)
     assert reply.success and reply.backend == f"openai:{vlm_url}", reply

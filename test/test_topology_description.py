@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from locara_ros.core import contract as C
 from locara_ros.core.topology import (
     ARGUMENT_DESCRIPTIONS,
     TopologyOptions,
@@ -53,8 +54,8 @@ def test_off_board_http_keeps_models_on_robot_behind_servers():
     assert by["command_parser"].params["server_url"] == "http://gpu:8080/v1"
     assert by["vlm"].params["server_url"] == "http://gpu:8081/v1"
     assert "fallback" not in by["vlm"].params  # no local VLM given: nothing to fall back to
-    assert by["vlm"].remaps == {"camera/image_raw": "front/image",
-                                "camera/image_raw/compressed": "front/image/compressed"}
+    assert by["vlm"].remaps == {C.CAMERA.name: "front/image",
+                                C.CAMERA_COMPRESSED.name: "front/image/compressed"}
     assert all(s.params_files == ("off_board_http.yaml",) for s in specs)
 
 

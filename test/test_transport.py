@@ -5,6 +5,7 @@ import pytest
 from audio_common_msgs.msg import AudioData, AudioDataStamped, AudioInfo
 from std_msgs.msg import Header  # noqa: F401  (the messages embed it)
 
+from locara_ros.core import contract as C
 from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, TurnMetrics, VoiceEvent
 from locara_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS
 from locara_ros.srv import AskVision, ParseCommand
@@ -47,7 +48,7 @@ def test_audio_common_msgs_fields_match_ros_drivers():
 
 def test_transcript_round_trip_between_processes(ros, peer):
     node = ros.node("transport_test")
-    pub = node.create_publisher(Transcript, "voice/transcript", RELIABLE_QOS)
+    pub = node.create_publisher(Transcript, C.TRANSCRIPT.name, RELIABLE_QOS)
     got = ros.collect(node, Transcript, "peer/transcript", RELIABLE_QOS)
     ros.wait_for_subscribers(pub)
     ros.wait_for_publishers(node, "peer/transcript")
@@ -61,7 +62,7 @@ def test_transcript_round_trip_between_processes(ros, peer):
 
 def test_ask_vision_service_between_processes(ros, peer):
     node = ros.node("ask_test")
-    client = node.create_client(AskVision, "vision/ask")
+    client = node.create_client(AskVision, C.VISION_ASK.name)
     reply = ros.call(client, AskVision.Request(question="what is on the table", max_age=0.5))
     assert reply.success and reply.message == "ok"
     assert reply.answer == "table the on is what"
@@ -73,11 +74,11 @@ def test_ask_vision_service_between_processes(ros, peer):
 
 def test_audio_data_stamped_and_latched_info_between_processes(ros, peer):
     node = ros.node("audio_test")
-    info_pub = node.create_publisher(AudioInfo, "audio/mic/info", LATCHED_QOS)
+    info_pub = node.create_publisher(AudioInfo, C.AUDIO_MIC_INFO.name, LATCHED_QOS)
     # Published before anyone listens: transient-local must still deliver it through the peer.
     info_pub.publish(AudioInfo(channels=1, sample_rate=16000, sample_format="S16LE",
                                bitrate=256000, coding_format="wave"))
-    audio_pub = node.create_publisher(AudioDataStamped, "audio/mic", 50)
+    audio_pub = node.create_publisher(AudioDataStamped, C.AUDIO_MIC.name, 50)
     infos = ros.collect(node, AudioInfo, "peer/audio_info", LATCHED_QOS)
     chunks = ros.collect(node, AudioDataStamped, "peer/audio", 50)
     [info] = infos.wait_for(1, timeout=10)

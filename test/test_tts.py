@@ -11,6 +11,7 @@ from audio_common_msgs.msg import AudioDataStamped, AudioInfo
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from locara_ros.core import contract as C
 from locara_ros.core.audio import MIC_FORMAT, decode
 from locara_ros.msg import ReplyChunk, VoiceEvent
 from locara_ros.nodes.common import (
@@ -37,16 +38,16 @@ class Client:
     def __init__(self, ros) -> None:
         self.ros = ros
         self.node = node = ros.node("tts_test")
-        self.say = node.create_publisher(String, "voice/say", RELIABLE_QOS)
-        self.reply = node.create_publisher(ReplyChunk, "voice/reply", STREAM_QOS)
-        self.events_pub = node.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
-        self.audio = ros.collect(node, AudioDataStamped, "audio/tts", AUDIO_QOS)
-        self.info = ros.collect(node, AudioInfo, "audio/tts/info", LATCHED_QOS)
-        self.events = ros.collect(node, VoiceEvent, "voice/events", EVENTS_QOS)
+        self.say = node.create_publisher(String, C.SAY.name, RELIABLE_QOS)
+        self.reply = node.create_publisher(ReplyChunk, C.REPLY.name, STREAM_QOS)
+        self.events_pub = node.create_publisher(VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
+        self.audio = ros.collect(node, AudioDataStamped, C.AUDIO_TTS.name, AUDIO_QOS)
+        self.info = ros.collect(node, AudioInfo, C.AUDIO_TTS_INFO.name, LATCHED_QOS)
+        self.events = ros.collect(node, VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
         self.stop = node.create_client(Trigger, "voice/stop")
         for pub in (self.say, self.reply, self.events_pub):
             ros.wait_for_subscribers(pub, timeout=15)
-        ros.wait_for_publishers(node, "audio/tts", timeout=15)
+        ros.wait_for_publishers(node, C.AUDIO_TTS.name, timeout=15)
 
     def events_of(self, kind: int) -> list:
         return [e for e in self.events.snapshot() if e.type == kind and e.source == "/tts"]

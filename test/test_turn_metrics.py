@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from locara_ros.core import contract as C
 from locara_ros.core.metrics import TurnTracker
 from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, TurnMetrics, VoiceEvent
 from locara_ros.nodes.common import (
@@ -49,14 +50,14 @@ def test_turn_metrics_node_publishes_stage_latencies(ros, procs):
     procs.start(NodeProcess.node("turn_metrics", log_dir=procs.log_dir,
                                  params={"turn_timeout": 10.0}))
     node = ros.node("metrics_test")
-    transcripts = node.create_publisher(Transcript, "voice/transcript", RELIABLE_QOS)
-    events = node.create_publisher(VoiceEvent, "voice/events", EVENTS_QOS)
-    replies = node.create_publisher(ReplyChunk, "voice/reply", STREAM_QOS)
-    commands = node.create_publisher(RobotCommand, "voice/command", RELIABLE_QOS)
-    metrics = ros.collect(node, TurnMetrics, "voice/metrics", RELIABLE_QOS)
+    transcripts = node.create_publisher(Transcript, C.TRANSCRIPT.name, RELIABLE_QOS)
+    events = node.create_publisher(VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
+    replies = node.create_publisher(ReplyChunk, C.REPLY.name, STREAM_QOS)
+    commands = node.create_publisher(RobotCommand, C.COMMAND.name, RELIABLE_QOS)
+    metrics = ros.collect(node, TurnMetrics, C.METRICS.name, RELIABLE_QOS)
     for pub in (transcripts, events, replies, commands):
         ros.wait_for_subscribers(pub)
-    ros.wait_for_publishers(node, "voice/metrics")
+    ros.wait_for_publishers(node, C.METRICS.name)
 
     end = 100 * S
     ev = VoiceEvent(type=VoiceEvent.SPEECH_STOPPED, utterance_id="u7")

@@ -20,6 +20,7 @@ import pytest
 from support import servers
 from support.tiny_vlm import make_tiny_vlm
 
+from locara_ros.core import contract as C
 from locara_ros.msg import VoiceEvent
 from locara_ros.nodes.common import EVENTS_QOS
 from locara_ros.srv import AskVision
@@ -82,8 +83,8 @@ def asker(ros):
     node = ros.node("vision_asker")
 
     def make(namespace=""):
-        client = node.create_client(AskVision, f"{namespace}/vision/ask" if namespace
-                                    else "vision/ask")
+        client = node.create_client(AskVision, f"{namespace}/{C.VISION_ASK.name}" if namespace
+                                    else C.VISION_ASK.name)
 
         def call(question="What do you see?", max_age=0.0, max_tokens=0, timeout=60.0):
             return ros.call(client, AskVision.Request(question=question, max_age=max_age,
@@ -336,7 +337,8 @@ def test_remote_backend_fails_over_to_the_local_model_and_back(tiny_vlm, ros, pr
     server, url = servers.llama_server(procs.log_dir, model=str(text), extra=clip)
     procs.add(server)
     ns = "/failover"
-    events = ros.collect(ros.node("vlm_events"), VoiceEvent, f"{ns}/voice/events", EVENTS_QOS)
+    events = ros.collect(ros.node("vlm_events"), VoiceEvent, f"{ns}/{C.VOICE_EVENTS.name}",
+                         EVENTS_QOS)
     procs.start(NodeProcess.node("vlm", log_dir=procs.log_dir, label="vlm_failover",
                                  namespace=ns, params=vlm_params(
                                      tiny_vlm, backend="openai", server_url=url,

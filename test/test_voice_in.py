@@ -20,6 +20,7 @@ import pytest
 from audio_common_msgs.msg import AudioData, AudioDataStamped, AudioInfo
 from support.speech import noise, silence, synthesize, write_wav
 
+from locara_ros.core import contract as C
 from locara_ros.core.audio import encode_s16le
 from locara_ros.core.transcripts import normalize_text
 from locara_ros.msg import Transcript, VoiceEvent
@@ -56,13 +57,13 @@ class Listener:
 
     def __init__(self, ros, name: str) -> None:
         self.node = ros.node(name)
-        self.finals = ros.collect(self.node, Transcript, "voice/transcript", RELIABLE_QOS)
-        self.partials = ros.collect(self.node, Transcript, "voice/transcript/partial",
+        self.finals = ros.collect(self.node, Transcript, C.TRANSCRIPT.name, RELIABLE_QOS)
+        self.partials = ros.collect(self.node, Transcript, C.TRANSCRIPT_PARTIAL.name,
                                     RELIABLE_QOS)
-        self.events = ros.collect(self.node, VoiceEvent, "voice/events", EVENTS_QOS)
+        self.events = ros.collect(self.node, VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
 
     def wait_connected(self, ros, *topics: str) -> None:
-        for topic in topics or ("voice/transcript", "voice/events"):
+        for topic in topics or (C.TRANSCRIPT.name, C.VOICE_EVENTS.name):
             ros.wait_for_publishers(self.node, topic, timeout=20)
 
     def timeline(self) -> list[tuple[float, str, object]]:
@@ -117,7 +118,7 @@ def test_file_source_48k_stereo_to_asr(ros, procs, tmp_path):
     wav = write_wav(tmp_path / "talk48k.wav", np.clip(audio48, -1, 1), rate=rate, channels=2)
 
     listener = Listener(ros, "voice_in_listener")
-    info = ros.collect(listener.node, AudioInfo, "audio/mic/info", LATCHED_QOS)
+    info = ros.collect(listener.node, AudioInfo, C.AUDIO_MIC_INFO.name, LATCHED_QOS)
     asr_node(procs)
     mic = procs.start(NodeProcess.node("mic_capture", log_dir=procs.log_dir, params={
         "source": "file", "file_path": str(wav), "realtime": True,
@@ -168,9 +169,9 @@ def test_malformed_audio_leaves_asr_running(ros, procs):
     node keeps going and transcribes the next utterance (48 kHz stereo, unstamped AudioData)."""
     asr = asr_node(procs, stream_timeout=0.5)
     node = ros.node("malformed_feeder")
-    info_pub = node.create_publisher(AudioInfo, "audio/mic/info", LATCHED_QOS)
-    mic_pub = node.create_publisher(AudioDataStamped, "audio/mic", AUDIO_QOS)
-    raw_pub = node.create_publisher(AudioData, "audio/mic/raw", AUDIO_QOS)
+    info_pub = node.create_publisher(AudioInfo, C.AUDIO_MIC_INFO.name, LATCHED_QOS)
+    mic_pub = node.create_publisher(AudioDataStamped, C.AUDIO_MIC.name, AUDIO_QOS)
+    raw_pub = node.create_publisher(AudioData, C.AUDIO_MIC_RAW.name, AUDIO_QOS)
     listener = Listener(ros, "malformed_listener")
     ros.wait_for_subscribers(mic_pub)
     ros.wait_for_subscribers(raw_pub)
@@ -223,7 +224,7 @@ def test_malformed_audio_leaves_asr_running(ros, procs):
 
 def test_device_source_missing_device_retries_with_backoff(ros, procs):
     node = ros.node("device_listener")
-    events = ros.collect(node, VoiceEvent, "voice/events", EVENTS_QOS)
+    events = ros.collect(node, VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
     mic = procs.start(NodeProcess.node("mic_capture", log_dir=procs.log_dir, params={
         "source": "device", "device": "no-such-microphone-42", "retry_initial": 0.2,
         "retry_max": 0.8}))
@@ -244,17 +245,17 @@ def test_wyoming_satellite_to_asr(ros, procs):
 
     port = free_port()
     listener = Listener(ros, "wyoming_listener")
-    mic_chunks = ros.collect(listener.node, AudioDataStamped, "audio/mic", AUDIO_QOS)
+    mic_chunks = ros.collect(listener.node, AudioDataStamped, C.AUDIO_MIC.name, AUDIO_QOS)
     asr_node(procs)
     procs.start(NodeProcess.node("mic_capture", log_dir=procs.log_dir, params={
         "source": "wyoming", "wyoming_host": "127.0.0.1", "wyoming_port": port,
         "chunk_ms": 30.0}))
     listener.wait_connected(ros)
-    ros.wait_for_publishers(listener.node, "audio/mic")
+    ros.wait_for_publishers(listener.node, C.AUDIO_MIC.name)
     # The satellite's audio is published as it arrives (best effort, nothing kept): the asr must
     # be matched before the speech starts. Failed once in CI with 0.6 s of lead silence and no
     # wait (mic_capture started after the asr; nothing transcribed).
-    wait_until(lambda: listener.node.count_subscribers("audio/mic") >= 2, 20,
+    wait_until(lambda: listener.node.count_subscribers(C.AUDIO_MIC.name) >= 2, 20,
                what="the asr subscribed to audio/mic")
 
     rate = 22050

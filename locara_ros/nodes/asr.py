@@ -13,13 +13,11 @@ utterance, that result is the final, so the final follows the end-of-speech deci
 """
 from __future__ import annotations
 
-import collections
 import os
 import queue
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,16 +40,22 @@ from locara_ros.core.backends.asr import (
     TranscriptionResult,
 )
 from locara_ros.core.backends.failover import Failover
-from locara_ros.core.backends.openai_http import BackendError, OpenAIClient, ServerConfig
+from locara_ros.core.backends.openai_http import OpenAIClient, ServerConfig
 from locara_ros.core.models import resolve_whisper
-from locara_ros.core.transcripts import chunk_plan, clean_text, is_loop, merge_chunks
+from locara_ros.core.recognizer import (
+    Event,
+    Failed,
+    Hypothesis,
+    RecognizerConfig,
+    Started,
+    Stopped,
+    StreamingRecognizer,
+    Utterance,
+)
 from locara_ros.core.vad import (
     SAMPLE_RATE,
     Segmenter,
     SileroVad,
-    SpeechAudio,
-    SpeechStart,
-    SpeechStop,
     VadConfig,
 )
 from locara_ros.msg import Transcript, VoiceEvent
@@ -69,42 +73,6 @@ from locara_ros.nodes.failover import backend_name, served_by, with_failover
 
 _RESET = object()  # queue marker: the audio format changed, end the utterance and start over
 PCM_CODINGS = ("", "wave", "wav", "pcm", "raw", "s16le")
-
-
-@dataclass
-class Utterance:
-    """One utterance, shared by the VAD thread (writes audio) and the recognizer (reads)."""
-
-    id: str
-    speech_start_ns: int
-    audio_start_ns: int  # capture time of sample 0 (pre-roll included)
-    frame_id: str
-    chunks: list[np.ndarray] = field(default_factory=list)
-    n: int = 0  # samples so far
-    speech_end_sample: int = 0  # just after the last speech window
-    in_silence: bool = False
-    stop: SpeechStop | None = None
-    cache: dict[tuple[int, int], TranscriptionResult] = field(default_factory=dict)
-    last_partial_speech_end: int = 0
-    last_partial_time: float = 0.0
-    partials: int = 0
-    # the end of the turn judged from the words up to a silence: (speech end sample, ms, why)
-    turn_end: tuple[int, float, str] | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def append(self, audio: np.ndarray, speech_end_sample: int, in_silence: bool) -> None:
-        with self.lock:
-            self.chunks.append(audio)
-            self.n += audio.size
-            self.speech_end_sample = speech_end_sample
-            self.in_silence = in_silence
-
-    def audio(self, end: int) -> np.ndarray:
-        with self.lock:
-            if len(self.chunks) > 1:
-                self.chunks = [np.concatenate(self.chunks)]
-            data = self.chunks[0] if self.chunks else np.zeros(0, np.float32)
-        return data[:end]
 
 
 # Parameter ranges (inclusive) and allowed words; a value outside stops the node at start-up.
@@ -138,7 +106,7 @@ class AsrNode(Node):
         t0 = time.monotonic()
         self.transcriber = self._make_transcriber(p)
         self.vad = SileroVad(p["vad_model"])
-        self.segmenter = Segmenter(self.vad, VadConfig(
+        segmenter = Segmenter(self.vad, VadConfig(
             threshold=p["vad_threshold"], neg_threshold=p["vad_neg_threshold"],
             start_ms=p["vad_start_ms"], stop_ms=p["vad_stop_ms"],
             min_speech_ms=p["vad_min_speech_ms"], max_utterance_s=p["max_utterance_s"],
@@ -166,12 +134,16 @@ class AsrNode(Node):
         self._audio_q: queue.Queue = queue.Queue(maxsize=max(10, p["queue_size"]))
         self._dropped = 0
 
-        # Utterances: VAD thread -> recognizer.
-        self._cond = threading.Condition()
-        self._active: Utterance | None = None
-        self._finals: collections.deque[Utterance] = collections.deque()
-        self._counter = 0
-        self._id_prefix = f"{self.get_name()}-{secrets.token_hex(2)}"
+        # Utterances: VAD thread (feed) -> recognizer thread (locara_ros.core.recognizer).
+        self.recognizer = StreamingRecognizer(
+            segmenter, self.transcriber, RecognizerConfig(
+                partial_interval=p["partial_interval"],
+                partial_min_speech_s=p["partial_min_speech_s"],
+                chunk_seconds=p["chunk_seconds"], chunk_overlap=p["chunk_overlap"],
+                speech_pad_ms=p["speech_pad_ms"], pre_roll_ms=p["vad_pre_roll_ms"],
+                language=self.language, prompt=self.prompt),
+            self._on_recognizer, turn_end=self.turn_end,
+            id_prefix=f"{self.get_name()}-{secrets.token_hex(2)}")
         self._closing = threading.Event()
 
         self.final_pub = publisher(self, C.TRANSCRIPT, Transcript)
@@ -188,9 +160,8 @@ class AsrNode(Node):
             subscription(self, C.VOICE_EVENTS, VoiceEvent, self._on_event)
 
         self._vad_thread = threading.Thread(target=self._vad_loop, name="asr-vad")
-        self._worker = threading.Thread(target=self._work_loop, name="asr-recognizer")
         self._vad_thread.start()
-        self._worker.start()
+        self.recognizer.start()
         announce_ready(self, f"asr ({backend_name(self.transcriber)}, VAD {self.vad.path.name}, "
                              f"echo {p['echo_mode']})", load_seconds)
 
@@ -263,8 +234,6 @@ class AsrNode(Node):
                              "mic the same way until it has learned the echo path)")
         if d["echo_mode"] not in ("off", "reference"):
             raise ValueError(f"echo_mode '{d['echo_mode']}' is not off or reference")
-        if d["chunk_overlap"] < 0 or d["chunk_overlap"] >= d["chunk_seconds"] / 2:
-            raise ValueError("chunk_overlap must be >= 0 and less than half of chunk_seconds")
         lang = str(d["language"]).strip().lower()
         self.language = None if lang in ("", "auto") else lang
         self.prompt = d["initial_prompt"]
@@ -288,14 +257,7 @@ class AsrNode(Node):
                 self.hotwords = words
         self.turn_end = TurnEnd(schema, d["turn_end_complete_ms"], d["vad_stop_ms"],
                                 d["turn_end_incomplete_ms"])
-        self.partial_interval = float(d["partial_interval"])
-        self.partial_min_speech = int(float(d["partial_min_speech_s"]) * SAMPLE_RATE)
-        self.chunk_samples = int(d["chunk_seconds"] * SAMPLE_RATE)
-        self.overlap_samples = int(d["chunk_overlap"] * SAMPLE_RATE)
-        self.pad_samples = int(d["speech_pad_ms"] / 1000 * SAMPLE_RATE)
         self.stream_timeout = float(d["stream_timeout"])
-        # audio kept before the speech start (pre-roll): not speech for the partials' minimum
-        self._pre_roll = int(d["vad_pre_roll_ms"] / 1000 * SAMPLE_RATE)
         return d
 
     def _make_transcriber(self, p: dict[str, Any]) -> Transcriber:
@@ -456,14 +418,14 @@ class AsrNode(Node):
             except queue.Empty:
                 if holding:
                     self._feed_vad(None, 0)
-                elif (self.segmenter.speaking
+                elif (self.recognizer.speaking
                         and time.monotonic() - last_audio > self.stream_timeout):
-                    self._handle(self.segmenter.flush("audio stopped"))
+                    self.recognizer.flush("audio stopped")
                 continue
             try:
                 if item is _RESET:
-                    self._handle(self.segmenter.flush("audio format changed"))
-                    self.segmenter.reset()
+                    self.recognizer.flush("audio format changed")
+                    self.recognizer.reset()
                     continue
                 samples, stamp_ns, frame_id = item
                 last_audio = time.monotonic()
@@ -476,187 +438,50 @@ class AsrNode(Node):
     def _feed_vad(self, samples: np.ndarray | None, stamp_ns: int) -> None:
         """Mic audio -> [echo guard] -> VAD. With echo cancelling, a chunk goes on once the
         robot's reference for it has arrived (EchoGuard.feed), so it may come out later."""
-        utt = self._active
-        if utt is not None and utt.turn_end is not None:
-            end_sample, ms, why = utt.turn_end
-            with utt.lock:
-                current = utt.speech_end_sample == end_sample and utt.in_silence
-            # only for the silence that the judged words end in (speech may have resumed)
-            if current and self.segmenter.turn_end != (ms, why):
-                self.segmenter.end_turn_after(ms, why)
-            elif not current and self.segmenter.turn_end is not None:
-                self.segmenter.turn_end = None
         if self.echo is None:
             if samples is not None:
-                self._handle(self.segmenter.feed(samples, stamp_ns))
+                self.recognizer.feed(samples, stamp_ns, self._frame_id)
             return
         now = self.get_clock().now().nanoseconds
         with self._echo_lock:
             ready = (self.echo.feed(samples, stamp_ns, now) if samples is not None
                      else self.echo.poll(now))
         for cleaned, t_ns in ready:
-            self._handle(self.segmenter.feed(cleaned, t_ns))
+            self.recognizer.feed(cleaned, t_ns, self._frame_id)
 
-    def _handle(self, events: list[object]) -> None:
-        for ev in events:
-            if isinstance(ev, SpeechAudio):
-                utt = self._active
-                if utt is not None:
-                    utt.append(ev.audio, ev.speech_end_sample, ev.in_silence)
-                    if ev.in_silence:
-                        with self._cond:
-                            self._cond.notify()
-            elif isinstance(ev, SpeechStart):
-                self._counter += 1
-                uid = f"{self._id_prefix}-{self._counter:04d}"
-                utt = Utterance(uid, ev.speech_start_ns,
-                                ev.speech_start_ns - ev.speech_offset * 1_000_000_000
-                                // SAMPLE_RATE, self._frame_id)
-                utt.append(ev.audio, ev.audio.size, False)
-                # stamp: when it was decided; value: seconds of speech heard by then, so
-                # stamp - value is the speech onset (the tts node times barge-in from it)
-                self.events_pub.publish(voice_event(
-                    self, VoiceEvent.SPEECH_STARTED, utterance_id=uid, stamp_ns=ev.decided_ns,
-                    value=max(0.0, (ev.decided_ns - ev.speech_start_ns) / 1e9)))
-                with self._cond:
-                    self._active = utt
-                    self._cond.notify()
-            elif isinstance(ev, SpeechStop):
-                utt = self._active
-                if utt is None:
-                    continue
-                detail = ev.reason + (f": {ev.turn}" if ev.turn else "") + (
-                    " (too short, discarded)" if ev.discarded else "")
-                self.events_pub.publish(voice_event(
-                    self, VoiceEvent.SPEECH_STOPPED, utterance_id=utt.id, value=ev.duration,
-                    detail=detail, stamp_ns=ev.decided_ns))
-                with self._cond:
-                    utt.stop = ev
-                    self._active = None
-                    self._finals.append(utt)
-                    self._cond.notify()
-
-    # ------------------------------------------------------------------ recognizer thread
-    def _next_job(self) -> tuple[str, Utterance, int] | None:
-        if self._finals:
-            utt = self._finals.popleft()
-            return "final", utt, 0
-        utt = self._active
-        if utt is None:
-            return None
-        with utt.lock:
-            n, speech_end, silent = utt.n, utt.speech_end_sample, utt.in_silence
-        # Speculative final: silence after speech; transcribe up to the speech end (+ pad)
-        # now, so the final is ready when the VAD confirms the end.
-        if silent and not self._have(utt, speech_end):
-            return "speculative", utt, speech_end
-        # Partials: only for new speech, and `partial_interval` after the previous one ended,
-        # so the recognizer is never kept busy by partials when the final is due.
-        if (self.partial_interval > 0 and not silent
-                and speech_end > utt.last_partial_speech_end
-                and speech_end - self._pre_roll >= self.partial_min_speech
-                and time.monotonic() - utt.last_partial_time >= self.partial_interval):
-            return "partial", utt, n
-        return None
-
-    def _have(self, utt: Utterance, speech_end: int) -> bool:
-        plan = chunk_plan(speech_end + self.pad_samples, self.chunk_samples,
-                          self.overlap_samples)
-        return bool(plan) and (*plan[-1], True) in utt.cache
-
-    def _work_loop(self) -> None:
-        while not self._closing.is_set():
-            with self._cond:
-                job = self._next_job()
-                if job is None:
-                    self._cond.wait(timeout=0.05)
-                    continue
-            kind, utt, end = job
-            try:
-                if kind == "final":
-                    self._final(utt)
-                else:
-                    self._partial(utt, end, kind)
-            except Exception as e:  # noqa: BLE001 - keep recognizing the next utterance
-                self.get_logger().error(f"recognizer failed ({kind}, {utt.id}): "
-                                        f"{type(e).__name__}: {e}")
-
-    def _recognize(self, utt: Utterance, end: int,
-                   pad: bool = False) -> tuple[TranscriptionResult, float]:
-        """Text of utt[0:end] (+ speech_pad_ms of silence with pad), chunk by chunk; finished
-        chunks come from the cache. The pad is digital silence, not the audio after the speech,
-        so the final can be computed from the moment the silence begins."""
-        audio = utt.audio(end)
-        real = audio.size
-        if pad:
-            audio = np.concatenate([audio, np.zeros(self.pad_samples, np.float32)])
-        plan = chunk_plan(audio.size, self.chunk_samples, self.overlap_samples)
-        results, spent = [], 0.0
-        for start, stop in plan:
-            key = (start, stop, pad and stop > real)
-            r = utt.cache.get(key)
-            if r is None:
-                r = self.transcriber.transcribe(audio[start:stop], self.language, self.prompt)
-                utt.cache[key] = r
-                spent += r.inference_time
-            results.append(r)
-        weights = [max(r.duration, 1e-3) for r in results]
-        conf = float(np.average([r.confidence for r in results], weights=weights))
-        language = next((r.language for r in results if r.language), self.language or "")
-        text = merge_chunks([r.text for r in results]) if len(results) > 1 else clean_text(
-            results[0].text if results else "")
-        return TranscriptionResult(text, conf, language, duration=audio.size / SAMPLE_RATE,
-                                   inference_time=spent), spent
-
-    def _partial(self, utt: Utterance, end: int, kind: str) -> None:
-        with utt.lock:
-            speech_end = utt.speech_end_sample
-        utt.last_partial_speech_end = max(utt.last_partial_speech_end, speech_end)
-        try:
-            result, spent = self._recognize(utt, end, pad=kind == "speculative")
-        except (BackendError, ValueError, RuntimeError) as e:
-            self.get_logger().error(f"partial for {utt.id} failed: {e}",
-                                    throttle_duration_sec=5.0)
-            return
-        finally:
-            utt.last_partial_time = time.monotonic()
-        if kind == "speculative" and utt.stop is None:
-            # the words up to this silence: a complete request ends the turn sooner
-            decision = self.turn_end.judge(result.text)
-            utt.turn_end = (end, decision.stop_ms, decision.why)
-        # Still before the final (this thread publishes both), even if the VAD has meanwhile
-        # decided the end: a hypothesis computed from the speech is worth showing.
-        # A speculative result the VAD has meanwhile confirmed is the final itself (next job).
-        if is_loop(result.text):  # Whisper looping on a short stretch: not worth showing
-            self.get_logger().debug(f"partial for {utt.id} dropped (a decoding loop): "
-                                    f"'{result.text[:60]}'")
-            return
-        if self.partial_interval > 0 and result.text and not (
-                kind == "speculative" and utt.stop is not None):
-            utt.partials += 1
-            self.partial_pub.publish(self._transcript(utt, result, spent, final=False))
-
-    def _final(self, utt: Utterance) -> None:
-        stop = utt.stop
-        assert stop is not None
-        if stop.discarded:
-            result, spent = TranscriptionResult("", 0.0, ""), 0.0
-        else:
-            try:
-                result, spent = self._recognize(utt, min(stop.speech_end_sample, utt.n),
-                                                pad=True)
-            except (BackendError, ValueError, RuntimeError) as e:
-                self.get_logger().error(f"transcription of {utt.id} failed: {e}")
-                self.events_pub.publish(voice_event(
-                    self, VoiceEvent.ERROR, utterance_id=utt.id,
-                    detail=f"{backend_name(self.transcriber)}: {e}"[:500]))
-                result, spent = TranscriptionResult("", 0.0, ""), 0.0
-        msg = self._transcript(utt, result, spent, final=True)
-        self.final_pub.publish(msg)
-        utt.cache.clear()
-        self.get_logger().info(
-            f"[{utt.id}] \"{result.text}\" ({result.duration:.2f} s audio, "
-            f"{spent * 1000:.0f} ms inference, {utt.partials} partial(s))")
+    # ------------------------------------------------------------------ recognizer events
+    def _on_recognizer(self, ev: Event) -> None:
+        utt = ev.utterance
+        if isinstance(ev, Started):
+            # stamp: when it was decided; value: seconds of speech heard by then, so
+            # stamp - value is the speech onset (the tts node times barge-in from it)
+            self.events_pub.publish(voice_event(
+                self, VoiceEvent.SPEECH_STARTED, utterance_id=utt.id, stamp_ns=ev.decided_ns,
+                value=max(0.0, (ev.decided_ns - utt.speech_start_ns) / 1e9)))
+        elif isinstance(ev, Stopped):
+            stop = ev.stop
+            detail = stop.reason + (f": {stop.turn}" if stop.turn else "") + (
+                " (too short, discarded)" if stop.discarded else "")
+            self.events_pub.publish(voice_event(
+                self, VoiceEvent.SPEECH_STOPPED, utterance_id=utt.id, value=stop.duration,
+                detail=detail, stamp_ns=stop.decided_ns))
+        elif isinstance(ev, Failed):
+            if not ev.final:
+                self.get_logger().error(ev.error, throttle_duration_sec=5.0)
+                return
+            self.get_logger().error(f"transcription of {utt.id} failed: {ev.error}")
+            self.events_pub.publish(voice_event(
+                self, VoiceEvent.ERROR, utterance_id=utt.id,
+                detail=f"{backend_name(self.transcriber)}: {ev.error}"[:500]))
+        elif isinstance(ev, Hypothesis):
+            r = ev.result
+            if not ev.final:
+                self.partial_pub.publish(self._transcript(utt, r, ev.spent, final=False))
+                return
+            self.final_pub.publish(self._transcript(utt, r, ev.spent, final=True))
+            self.get_logger().info(
+                f"[{utt.id}] \"{r.text}\" ({r.duration:.2f} s audio, "
+                f"{ev.spent * 1000:.0f} ms inference, {utt.partials} partial(s))")
 
     def _transcript(self, utt: Utterance, r: TranscriptionResult, spent: float, *,
                     final: bool) -> Transcript:
@@ -674,10 +499,8 @@ class AsrNode(Node):
     # ------------------------------------------------------------------ shutdown
     def close(self) -> None:
         self._closing.set()
-        with self._cond:
-            self._cond.notify_all()
-        for t in (self._vad_thread, self._worker):
-            t.join(10.0)
+        self._vad_thread.join(10.0)
+        self.recognizer.close()
         self.transcriber.close()
 
 

@@ -14,6 +14,7 @@ The drawing and encoding functions are importable, so tests can build the same f
 """
 from __future__ import annotations
 
+from locara_ros.core import contract as C
 import argparse
 import sys
 import time
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init()
     node = Node("camera_publisher")
     compressed = args.encoding in COMPRESSED
-    topic = args.topic or ("camera/image_raw/compressed" if compressed else "camera/image_raw")
+    topic = args.topic or (C.CAMERA_COMPRESSED.name if compressed else C.CAMERA.name)
     if args.namespace and not args.topic:
         topic = f"{args.namespace.rstrip('/')}/{topic}"
     pub = node.create_publisher(CompressedImage if compressed else Image, topic, SENSOR_QOS)

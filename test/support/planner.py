@@ -12,6 +12,7 @@ import time
 import rclpy
 from rclpy.node import Node
 
+from locara_ros.core import contract as C
 from locara_ros.srv import AskVision
 
 
@@ -23,7 +24,7 @@ def main() -> int:
     args, ros_args = p.parse_known_args()
     rclpy.init(args=[sys.argv[0], *ros_args])
     node = Node("planner")
-    client = node.create_client(AskVision, "vision/ask")
+    client = node.create_client(AskVision, C.VISION_ASK.name)
     deadline = time.monotonic() + args.timeout
     try:
         while not client.wait_for_service(timeout_sec=0.5):

@@ -37,6 +37,7 @@ from audio_common_msgs.msg import AudioDataStamped, AudioInfo
 from rclpy.node import Node
 from std_msgs.msg import Header, Int32
 
+from locara_ros.core import contract as C
 from locara_ros.core.audio import (
     AudioFormat,
     AudioFormatError,
@@ -160,14 +161,14 @@ class Room(Node):
         self.late = 0
         self.recorded: list[np.ndarray] = []
 
-        self.mic_pub = self.create_publisher(AudioDataStamped, "audio/mic", AUDIO_QOS)
-        self.info_pub = self.create_publisher(AudioInfo, "audio/mic/info", LATCHED_QOS)
+        self.mic_pub = self.create_publisher(AudioDataStamped, C.AUDIO_MIC.name, AUDIO_QOS)
+        self.info_pub = self.create_publisher(AudioInfo, C.AUDIO_MIC_INFO.name, LATCHED_QOS)
         self.onset_pub = self.create_publisher(Header, "room/user_onset", RELIABLE_QOS)
         self.end_pub = self.create_publisher(Header, "room/user_end", RELIABLE_QOS)
         self.info_pub.publish(AudioInfo(channels=1, sample_rate=RATE, sample_format="S16LE",
                                         bitrate=MIC_FORMAT.bitrate, coding_format="wave"))
-        self.create_subscription(AudioInfo, "audio/tts/info", self._on_tts_info, LATCHED_QOS)
-        self.create_subscription(AudioDataStamped, "audio/tts", self._on_tts, AUDIO_QOS)
+        self.create_subscription(AudioInfo, C.AUDIO_TTS_INFO.name, self._on_tts_info, LATCHED_QOS)
+        self.create_subscription(AudioDataStamped, C.AUDIO_TTS.name, self._on_tts, AUDIO_QOS)
         self.create_subscription(Int32, "room/user_next", self._on_user_next, RELIABLE_QOS)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._mic_loop, name="room-mic")
@@ -264,7 +265,7 @@ class Room(Node):
         speaker_seen = False
         while not self._stop.is_set():
             if not speaker_seen and idx % RATE < self.chunk:  # about once a second
-                speaker_seen = self.count_publishers("audio/tts") > 0
+                speaker_seen = self.count_publishers(C.AUDIO_TTS.name) > 0
                 if speaker_seen:
                     self.get_logger().info("loudspeaker connected (a publisher on audio/tts)")
             due = (idx + self.chunk) * NS // RATE + self.latency_ns

@@ -13,6 +13,7 @@ import sys
 from audio_common_msgs.msg import AudioDataStamped, AudioInfo
 from rclpy.node import Node
 
+from locara_ros.core import contract as C
 from locara_ros.msg import Transcript
 from locara_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS, announce_ready, run_node
 from locara_ros.srv import AskVision
@@ -24,10 +25,10 @@ class Peer(Node):
         self.t_pub = self.create_publisher(Transcript, "peer/transcript", RELIABLE_QOS)
         self.a_pub = self.create_publisher(AudioDataStamped, "peer/audio", 50)
         self.i_pub = self.create_publisher(AudioInfo, "peer/audio_info", LATCHED_QOS)
-        self.create_subscription(Transcript, "voice/transcript", self.t_pub.publish, RELIABLE_QOS)
-        self.create_subscription(AudioDataStamped, "audio/mic", self.a_pub.publish, 50)
-        self.create_subscription(AudioInfo, "audio/mic/info", self.i_pub.publish, LATCHED_QOS)
-        self.create_service(AskVision, "vision/ask", self.on_ask)
+        self.create_subscription(Transcript, C.TRANSCRIPT.name, self.t_pub.publish, RELIABLE_QOS)
+        self.create_subscription(AudioDataStamped, C.AUDIO_MIC.name, self.a_pub.publish, 50)
+        self.create_subscription(AudioInfo, C.AUDIO_MIC_INFO.name, self.i_pub.publish, LATCHED_QOS)
+        self.create_service(AskVision, C.VISION_ASK.name, self.on_ask)
         announce_ready(self, "test peer")
 
     def on_ask(self, request, response):
