@@ -38,11 +38,12 @@ def whisper():
 
 
 def run(audio: np.ndarray, transcriber: Transcriber, vad: VadConfig | None = None,
-        config: RecognizerConfig | None = None, turn_end: TurnEnd | None = None) -> list:
+        config: RecognizerConfig | None = None, turn_end: TurnEnd | None = None,
+        stop_check=None) -> list:
     events: list = []
     rec = StreamingRecognizer(Segmenter(SileroVad(), vad or VadConfig()), transcriber,
                               config or RecognizerConfig(language="en"), events.append,
-                              turn_end=turn_end, id_prefix="t")
+                              turn_end=turn_end, id_prefix="t", stop_check=stop_check)
     for i in range(0, audio.size, CHUNK):
         rec.feed(audio[i:i + CHUNK], 1_000_000_000 + i * 62_500, "mic_link")
         while rec.step():
@@ -121,3 +122,31 @@ def test_a_failed_recognition_is_reported_and_still_gives_an_empty_final():
 def test_bad_chunking_is_refused():
     with pytest.raises(ValueError, match="chunk_overlap"):
         RecognizerConfig(chunk_seconds=4.0, chunk_overlap=2.0)
+
+
+@pytest.mark.parametrize("text", ["hold on. hold on. hold on. hold", "Stop.", "go to the kitchen"])
+def test_first_repeat(text):
+    from locara_ros.core.recognizer import first_repeat
+    assert first_repeat(text) == {"Stop.": "stop", "go to the kitchen": "go to the kitchen"}.get(
+        text, "hold on")
+
+
+def test_the_stop_check_gives_a_stop_partial_before_the_utterance_ends(whisper):
+    """A short utterance that is a stop phrase: the quick short-window decode publishes it as a
+    partial at the first silence, before the VAD ends the utterance; an ordinary short request
+    gets no such partial."""
+    from locara_ros.core.recognizer import stop_checker
+    audio = conversation(["Freeze.", "Go home.", "Hold on."], gap=1.5)
+    events = run(audio, whisper, config=RecognizerConfig(language="en", stop_check_max_s=2.0,
+                                                         partial_interval=0.0),
+                 stop_check=stop_checker(load_schema(SCHEMA)))
+    by_id: dict[str, list] = {}
+    for e in events:
+        by_id.setdefault(e.utterance.id, []).append(e)
+    freeze, home, hold_on = by_id.values()
+    for mine, said in ((freeze, "freeze"), (hold_on, "hold on")):
+        first = next(i for i, e in enumerate(mine) if isinstance(e, Hypothesis))
+        ended = next(i for i, e in enumerate(mine) if isinstance(e, Stopped))
+        assert first < ended and not mine[first].final, mine
+        assert mine[first].result.text == said, mine[first].result.text
+    assert [e for e in home if isinstance(e, Hypothesis) and not e.final] == []

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,11 +32,13 @@ import numpy as np
 
 from locara_ros.core.backends.asr import Transcriber, TranscriptionResult
 from locara_ros.core.backends.openai_http import BackendError
+from locara_ros.core.command_schema import CommandSchema
 from locara_ros.core.transcripts import chunk_plan, clean_text, is_loop, merge_chunks
 from locara_ros.core.turns import TurnEnd
 from locara_ros.core.vad import SAMPLE_RATE, Segmenter, SpeechAudio, SpeechStart, SpeechStop
 
 log = logging.getLogger(__name__)
+_WORDS = re.compile(r"[a-z0-9']+")
 
 
 @dataclass
@@ -56,6 +59,7 @@ class Utterance:
     last_partial_time: float = 0.0
     partials: int = 0
     failed_end: int = -1  # speech end of a speculative final that failed (not retried)
+    checked_end: int = -1  # speech end the stop check last looked at
     # the end of the turn judged from the words up to a silence: (speech end sample, ms, why)
     turn_end: tuple[int, float, str] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -125,22 +129,57 @@ class RecognizerConfig:
     pre_roll_ms: float = 300.0  # the segmenter's pre-roll (not speech for the partial minimum)
     language: str | None = None
     prompt: str = ""
+    # The stop check: an utterance of at most this much audio (pre-roll included) gets a quick
+    # rough transcript at each silence, before the speculative final; 0 = off
+    stop_check_max_s: float = 0.0
+    stop_check_window_s: float = 4.0
 
     def __post_init__(self) -> None:
         if self.chunk_overlap < 0 or self.chunk_overlap >= self.chunk_seconds / 2:
             raise ValueError("chunk_overlap must be >= 0 and less than half of chunk_seconds")
 
 
+def stop_checker(schema: CommandSchema) -> Callable[[str], str | None]:
+    """text -> the stop it is (the text, or the stop phrase it sounds like), or None: the
+    command parser's own rules (stop phrases and filler, a stop after a pause; sound-alikes of
+    what no template makes a command of), with no model."""
+    from locara_ros.core.parser import CommandParser
+
+    rules = CommandParser(schema, None)
+
+    def check(text: str) -> str | None:
+        if rules.is_stop(text):
+            return text
+        return rules.sounds_like_stop(text, rules.decide(text))
+    return check
+
+
+def first_repeat(text: str) -> str:
+    """The words up to their first repetition: a short-window decode repeats a short phrase
+    ("hold on. hold on. hold on. hold" -> "hold on"); other text is returned as words."""
+    words = _WORDS.findall(text.lower())
+    for p in range(1, len(words) // 2 + 1):
+        if words[:p] == words[p:2 * p]:
+            return " ".join(words[:p])
+    return " ".join(words)
+
+
 class StreamingRecognizer:
     def __init__(self, segmenter: Segmenter, transcriber: Transcriber,
                  config: RecognizerConfig, emit: Callable[[Event], None], *,
-                 turn_end: TurnEnd | None = None, id_prefix: str = "utt") -> None:
+                 turn_end: TurnEnd | None = None, id_prefix: str = "utt",
+                 stop_check: Callable[[str], str | None] | None = None) -> None:
         self.segmenter = segmenter
         self.transcriber = transcriber
         self.config = config
         self.turn_end = turn_end
         self._emit = emit
         self._id_prefix = id_prefix
+        # the stop check needs a stop test and a backend that can transcribe a short window
+        quick = getattr(transcriber, "quick_transcribe", None)
+        self._quick = quick if stop_check is not None and config.stop_check_max_s > 0 else None
+        self._stop_check = stop_check
+        self._check_max = int(config.stop_check_max_s * SAMPLE_RATE)
         self.partial_min_speech = int(config.partial_min_speech_s * SAMPLE_RATE)
         self.chunk_samples = int(config.chunk_seconds * SAMPLE_RATE)
         self.overlap_samples = int(config.chunk_overlap * SAMPLE_RATE)
@@ -238,6 +277,11 @@ class StreamingRecognizer:
             return None
         with utt.lock:
             n, speech_end, silent = utt.n, utt.speech_end_sample, utt.in_silence
+        # The stop check first: a short utterance that is a stop phrase stops the robot ~100 ms
+        # after the word instead of after a full decode.
+        if (silent and self._quick is not None and speech_end != utt.checked_end
+                and speech_end + self.pad_samples <= self._check_max):
+            return "stop_check", utt, speech_end
         # Speculative final: silence after speech; transcribe up to the speech end (+ pad)
         # now, so the final is ready when the VAD confirms the end.
         if silent and speech_end != utt.failed_end and not self._have(utt, speech_end):
@@ -270,6 +314,8 @@ class StreamingRecognizer:
         try:
             if kind == "final":
                 self._final(utt)
+            elif kind == "stop_check":
+                self._check_stop(utt, end)
             else:
                 self._partial(utt, end, kind)
         except Exception as e:  # noqa: BLE001 - keep recognizing the next utterance
@@ -302,6 +348,25 @@ class StreamingRecognizer:
             results[0].text if results else "")
         return TranscriptionResult(text, conf, language, duration=audio.size / SAMPLE_RATE,
                                    inference_time=spent), spent
+
+    def _check_stop(self, utt: Utterance, end: int) -> None:
+        utt.checked_end = end
+        assert self._quick is not None and self._stop_check is not None
+        audio = np.concatenate([utt.audio(end), np.zeros(self.pad_samples, np.float32)])
+        try:
+            rough = self._quick(audio, self.config.stop_check_window_s,
+                                language=self.config.language)
+        except (BackendError, ValueError, RuntimeError) as e:
+            log.warning("stop check for %s failed: %s", utt.id, e)
+            return
+        text = first_repeat(rough.text)
+        heard = self._stop_check(text) if text else None
+        if not heard:
+            return
+        utt.partials += 1
+        self._emit(Hypothesis(utt, TranscriptionResult(
+            heard, rough.confidence, rough.language, duration=rough.duration,
+            inference_time=rough.inference_time), rough.inference_time, final=False))
 
     def _partial(self, utt: Utterance, end: int, kind: str) -> None:
         with utt.lock:

@@ -51,6 +51,7 @@ from locara_ros.core.recognizer import (
     Stopped,
     StreamingRecognizer,
     Utterance,
+    stop_checker,
 )
 from locara_ros.core.vad import (
     SAMPLE_RATE,
@@ -87,6 +88,7 @@ _LIMITS = {
     "vad_min_speech_ms": (0.0, 10000.0), "vad_pre_roll_ms": (0.0, 5000.0),
     "max_utterance_s": (1.0, 3600.0), "stream_timeout": (0.05, 60.0),
     "input_sample_rate": (8000, 384000), "queue_size": (1, 100000),
+    "stop_check_max_s": (0.0, 10.0),
 }
 _CHOICES = {
     "backend": ("faster_whisper", "openai", "chat_audio"),
@@ -141,8 +143,9 @@ class AsrNode(Node):
                 partial_min_speech_s=p["partial_min_speech_s"],
                 chunk_seconds=p["chunk_seconds"], chunk_overlap=p["chunk_overlap"],
                 speech_pad_ms=p["speech_pad_ms"], pre_roll_ms=p["vad_pre_roll_ms"],
-                language=self.language, prompt=self.prompt),
-            self._on_recognizer, turn_end=self.turn_end,
+                language=self.language, prompt=self.prompt,
+                stop_check_max_s=p["stop_check_max_s"]),
+            self._on_recognizer, turn_end=self.turn_end, stop_check=self.stop_check,
             id_prefix=f"{self.get_name()}-{secrets.token_hex(2)}")
         self._closing = threading.Event()
 
@@ -201,6 +204,9 @@ class AsrNode(Node):
         param("partial_min_speech_s", 0.8, "no partial before this much speech: a short "
                                            "utterance (a stop word) goes straight to the final, "
                                            "which a running partial would delay")
+        param("stop_check_max_s", 2.0, "utterances of at most this many seconds get a quick "
+              "stop check at each silence (a short-window decode, ~100 ms on a CPU): a stop "
+              "phrase goes out as a partial before the full decode; 0 = off")
         param("partial_interval", 0.5, "seconds from the end of one partial hypothesis to the "
                                        "next (0 = no partials)")
         param("chunk_seconds", 25.0, "utterances longer than this are transcribed in "
@@ -257,6 +263,7 @@ class AsrNode(Node):
                 self.hotwords = words
         self.turn_end = TurnEnd(schema, d["turn_end_complete_ms"], d["vad_stop_ms"],
                                 d["turn_end_incomplete_ms"])
+        self.stop_check = stop_checker(schema) if d["stop_check_max_s"] > 0 else None
         self.stream_timeout = float(d["stream_timeout"])
         return d
 

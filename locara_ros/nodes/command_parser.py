@@ -345,7 +345,8 @@ class CommandParserNode(Node):
         decision = speculated if speculated is not None and speculated.text == text else \
             self.parser.decide(text)
         if self.parser.sounds_like_stop(text, decision) is not None:
-            self._stop(text, uid, uid, use_history=True, publish=True, sounds_like=True)
+            if uid not in self._stopped:  # else its partial already stopped the robot
+                self._stop(text, uid, uid, use_history=True, publish=True, sounds_like=True)
             return
         self._supersede(f"superseded by {uid}")
         job = _Job(text=text, utterance_id=uid, command_utterance_id=uid, spoken=True,
