@@ -58,8 +58,8 @@ from locara_ros.core.conversation import (
 from locara_ros.core.grounding import Grounding, clauses, injection
 from locara_ros.core.intents import TemplateMatcher
 from locara_ros.core.json_stream import StreamingJsonReader
-from locara_ros.core.phonetic import Phonemizer, StopSoundAlike, espeak_or_none
 from locara_ros.core.numbers import normalize_numbers
+from locara_ros.core.phonetic import Phonemizer, StopSoundAlike, espeak_or_none
 from locara_ros.core.prompts import few_shot_messages, system_prompt
 
 __all__ = ["CommandParser", "Decision", "ParseOutcome", "ParserConfig", "INTERRUPTED_NOTE",
