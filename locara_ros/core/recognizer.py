@@ -17,6 +17,12 @@ it emits. Two threads touch it:
 The words of the speculative final also judge the end of the turn (:class:`~locara_ros.core.
 turns.TurnEnd`): a complete request ends it after a shorter silence, words that trail off after
 a longer one.
+
+**The stop check** (``stop_check_max_s`` > 0 and a `stop_check`): before the speculative final of
+a short utterance, a rough transcript from a short encoder window
+(:meth:`~locara_ros.core.backends.asr.FasterWhisperTranscriber.quick_transcribe`, ~90 ms instead
+of ~450 ms on two CPU cores) is checked for a stop phrase; a stop goes out at once as a partial.
+The rough text is used for nothing else.
 """
 from __future__ import annotations
 
