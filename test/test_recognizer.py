@@ -150,3 +150,71 @@ def test_the_stop_check_gives_a_stop_partial_before_the_utterance_ends(whisper):
         assert first < ended and not mine[first].final, mine
         assert mine[first].result.text == said, mine[first].result.text
     assert [e for e in home if isinstance(e, Hypothesis) and not e.final] == []
+
+
+class Counted(Transcriber):
+    """The real tiny.en, with a record of which decode ran when (full or quick)."""
+
+    def __init__(self, real: FasterWhisperTranscriber, log: list) -> None:
+        self.real, self.log, self.name = real, log, real.name
+
+    def transcribe(self, audio, language=None, prompt=""):
+        self.log.append("full")
+        return self.real.transcribe(audio, language, prompt)
+
+    def quick_transcribe(self, audio, window_s=4.0, language=None):
+        self.log.append("quick")
+        return self.real.quick_transcribe(audio, window_s, language=language)
+
+
+def test_a_short_utterance_gets_quick_partials_and_no_full_decode_before_its_silence(whisper):
+    """While an utterance is short enough for the stop check its partials are the quick
+    decode's (a full one running when the speech ends would hold the check back ~500 ms); a
+    stop phrase among them goes out as the phrase. A long utterance gets full partials."""
+    from locara_ros.core.recognizer import stop_checker
+    log: list = []
+    events: list = []
+    rec = StreamingRecognizer(
+        Segmenter(SileroVad(), VadConfig()), Counted(whisper, log),
+        RecognizerConfig(language="en", stop_check_max_s=2.0, partial_interval=0.2,
+                         partial_min_speech_s=0.3),
+        lambda e: events.append((e, len(log))), id_prefix="t",
+        stop_check=stop_checker(load_schema(SCHEMA)))
+    audio = conversation(["Emergency stop.",
+                          "Take a picture of the table, and then come back here."], gap=1.5)
+    for i in range(0, audio.size, CHUNK):
+        rec.feed(audio[i:i + CHUNK], 1_000_000_000 + i * 62_500, "mic_link")
+        while rec.step():
+            pass
+    short = [(e, n) for e, n in events if e.utterance.id == "t-0001"]
+    partials = [(e, n) for e, n in short if isinstance(e, Hypothesis) and not e.final]
+    assert partials, short
+    first_stop = next(e for e, _ in partials if e.result.text == "emergency stop")
+    # no full decode of the first utterance before its first silence: every decode up to the
+    # first stop partial was a quick one
+    upto = next(n for e, n in partials if e is first_stop)
+    assert log[:upto] and set(log[:upto]) == {"quick"}, log[:upto]
+    long_partials = [e for e, _ in events if e.utterance.id == "t-0002"
+                     and isinstance(e, Hypothesis) and not e.final]
+    assert len(long_partials) >= 2 and "full" in log[upto:]
+
+
+def test_a_turn_that_ends_before_the_stop_check_ran_is_checked_before_its_full_decode(whisper):
+    """On a busy machine the VAD can end the utterance while the recognizer is still on an
+    earlier job; the final then runs the quick check first, so the stop does not wait for the
+    full decode (under parser load that took 1.4-1.9 s)."""
+    from locara_ros.core.recognizer import stop_checker
+    events: list = []
+    rec = StreamingRecognizer(Segmenter(SileroVad(), VadConfig()), whisper,
+                              RecognizerConfig(language="en", stop_check_max_s=2.0),
+                              events.append, id_prefix="t",
+                              stop_check=stop_checker(load_schema(SCHEMA)))
+    audio = conversation(["Freeze."], gap=1.5, tail=1.5)
+    for i in range(0, audio.size, CHUNK):  # the recognizer thread is busy: no step
+        rec.feed(audio[i:i + CHUNK], 1_000_000_000 + i * 62_500, "mic_link")
+    assert any(isinstance(e, Stopped) for e in events)
+    while rec.step():
+        pass
+    hyps = [e for e in events if isinstance(e, Hypothesis)]
+    assert [(h.final, h.result.text) for h in hyps[:1]] == [(False, "freeze")], hyps
+    assert hyps[-1].final and normalize_text(hyps[-1].result.text) == "freeze"

@@ -22,7 +22,9 @@ a longer one.
 a short utterance, a rough transcript from a short encoder window
 (:meth:`~locara_ros.core.backends.asr.FasterWhisperTranscriber.quick_transcribe`, ~90 ms instead
 of ~450 ms on two CPU cores) is checked for a stop phrase; a stop goes out at once as a partial.
-The rough text is used for nothing else.
+While such an utterance is still that short, its partials come from the same rough transcript
+(a stop phrase among them goes out as the phrase): a full decode running when the speech ends
+would hold the check at the silence back by ~500 ms.
 """
 from __future__ import annotations
 
@@ -285,21 +287,24 @@ class StreamingRecognizer:
             n, speech_end, silent = utt.n, utt.speech_end_sample, utt.in_silence
         # The stop check first: a short utterance that is a stop phrase stops the robot ~100 ms
         # after the word instead of after a full decode.
-        if (silent and self._quick is not None and speech_end != utt.checked_end
-                and speech_end + self.pad_samples <= self._check_max):
+        if silent and speech_end != utt.checked_end and self._checkable(speech_end):
             return "stop_check", utt, speech_end
         # Speculative final: silence after speech; transcribe up to the speech end (+ pad)
         # now, so the final is ready when the VAD confirms the end.
         if silent and speech_end != utt.failed_end and not self._have(utt, speech_end):
             return "speculative", utt, speech_end
         # Partials: only for new speech, and `partial_interval` after the previous one ended,
-        # so the recognizer is never kept busy by partials when the final is due.
+        # so the recognizer is never kept busy by partials when the final is due. While the
+        # utterance is short enough for the stop check, a rough one (see _quick_partial).
         if (self.config.partial_interval > 0 and not silent
                 and speech_end > utt.last_partial_speech_end
                 and speech_end - self._pre_roll >= self.partial_min_speech
                 and time.monotonic() - utt.last_partial_time >= self.config.partial_interval):
             return "partial", utt, n
         return None
+
+    def _checkable(self, speech_end: int) -> bool:
+        return self._quick is not None and speech_end + self.pad_samples <= self._check_max
 
     def _have(self, utt: Utterance, speech_end: int) -> bool:
         plan = chunk_plan(speech_end + self.pad_samples, self.chunk_samples,
@@ -322,6 +327,8 @@ class StreamingRecognizer:
                 self._final(utt)
             elif kind == "stop_check":
                 self._check_stop(utt, end)
+            elif kind == "partial" and self._checkable(end):
+                self._quick_partial(utt, end)
             else:
                 self._partial(utt, end, kind)
         except Exception as e:  # noqa: BLE001 - keep recognizing the next utterance
@@ -355,24 +362,47 @@ class StreamingRecognizer:
         return TranscriptionResult(text, conf, language, duration=audio.size / SAMPLE_RATE,
                                    inference_time=spent), spent
 
-    def _check_stop(self, utt: Utterance, end: int) -> None:
-        utt.checked_end = end
+    def _rough(self, utt: Utterance, end: int) -> tuple[TranscriptionResult, str, str | None]:
+        """Rough transcript of utt[0:end] + pad (repeats collapsed), and the stop phrase it is,
+        if any. Raises what the backend raises."""
         assert self._quick is not None and self._stop_check is not None
         audio = np.concatenate([utt.audio(end), np.zeros(self.pad_samples, np.float32)])
+        rough = self._quick(audio, self.config.stop_check_window_s,
+                            language=self.config.language)
+        text = first_repeat(rough.text)
+        return rough, text, (self._stop_check(text) if text else None)
+
+    def _emit_rough(self, utt: Utterance, rough: TranscriptionResult, text: str) -> None:
+        utt.partials += 1
+        self._emit(Hypothesis(utt, TranscriptionResult(
+            text, rough.confidence, rough.language, duration=rough.duration,
+            inference_time=rough.inference_time), rough.inference_time, final=False))
+
+    def _check_stop(self, utt: Utterance, end: int) -> None:
+        utt.checked_end = end
         try:
-            rough = self._quick(audio, self.config.stop_check_window_s,
-                                language=self.config.language)
+            rough, _text, heard = self._rough(utt, end)
         except (BackendError, ValueError, RuntimeError) as e:
             log.warning("stop check for %s failed: %s", utt.id, e)
             return
-        text = first_repeat(rough.text)
-        heard = self._stop_check(text) if text else None
-        if not heard:
+        if heard:
+            self._emit_rough(utt, rough, heard)
+
+    def _quick_partial(self, utt: Utterance, end: int) -> None:
+        """A partial of a short utterance from the rough transcript (~100 ms, not ~500): a stop
+        phrase goes out as the phrase, anything else as heard."""
+        with utt.lock:
+            speech_end = utt.speech_end_sample
+        utt.last_partial_speech_end = max(utt.last_partial_speech_end, speech_end)
+        try:
+            rough, text, heard = self._rough(utt, end)
+        except (BackendError, ValueError, RuntimeError) as e:
+            self._emit(Failed(utt, f"partial for {utt.id} failed: {e}", final=False))
             return
-        utt.partials += 1
-        self._emit(Hypothesis(utt, TranscriptionResult(
-            heard, rough.confidence, rough.language, duration=rough.duration,
-            inference_time=rough.inference_time), rough.inference_time, final=False))
+        finally:
+            utt.last_partial_time = time.monotonic()
+        if heard or (text and not is_loop(text)):
+            self._emit_rough(utt, rough, heard or text)
 
     def _partial(self, utt: Utterance, end: int, kind: str) -> None:
         with utt.lock:
@@ -406,10 +436,15 @@ class StreamingRecognizer:
         stop = utt.stop
         assert stop is not None
         result, spent = TranscriptionResult("", 0.0, ""), 0.0
+        end = min(stop.speech_end_sample, utt.n)
+        if (not stop.discarded and end != utt.checked_end and self._checkable(end)
+                and not self._have(utt, end)):
+            # The turn ended before the stop check ran (a busy machine: the recognizer was
+            # still on the previous job): check now, ~100 ms, before the full decode.
+            self._check_stop(utt, end)
         if not stop.discarded:
             try:
-                result, spent = self._recognize(utt, min(stop.speech_end_sample, utt.n),
-                                                pad=True)
+                result, spent = self._recognize(utt, end, pad=True)
             except (BackendError, ValueError, RuntimeError) as e:
                 self._emit(Failed(utt, str(e), final=True))
         self._emit(Hypothesis(utt, result, spent, final=True))
