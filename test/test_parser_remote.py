@@ -311,19 +311,32 @@ def test_a_streamed_reply_is_spoken_while_written_and_a_barge_in_cancels_it(ros,
     node, _client, commands, replies, events = _wire(ros)
     ev_pub = node.create_publisher(VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
     ros.wait_for_subscribers(ev_pub)
-    # The tts node's voice/reply subscription must be known to the graph (ours + its) before the
-    # parser streams, or the first sentence goes out before the two processes have matched.
     wait_until(lambda: node.count_subscribers(C.REPLY.name) >= 2, 30,
                what="the tts node's voice/reply subscription")
-    time.sleep(0.5)  # discovery is per pair of processes: give parser and tts a moment too
+
+    def of(kind, source, uid="utt-speak"):
+        return [e for e in events.snapshot()
+                if e.type == kind and e.source == source and e.utterance_id == uid]
+    # The parser and the tts must have matched on voice/reply before the slow turn, or its first
+    # sentence goes out before they have (discovery is per pair of processes: our node seeing
+    # the tts subscription proves nothing about the parser; CI once lost chunks 0-8 that way).
+    # A first turn the tts speaks proves it.
+    warm = node.create_publisher(Transcript, C.TRANSCRIPT.name, RELIABLE_QOS)
+    ros.wait_for_subscribers(warm)
+
+    def warm_turn():
+        if not of(VoiceEvent.SPEAKING_STARTED, "/tts", "utt-warm"):
+            warm.publish(Transcript(utterance_id="utt-warm", text="go to the kitchen",
+                                    is_final=True))
+        return of(VoiceEvent.SPEAKING_STOPPED, "/tts", "utt-warm")
+    wait_until(warm_turn, 60, interval=3.0, what="a first reply spoken by the tts node")
     _slow_turn(ros, stand_in, node, "utt-speak")
 
-    def of(kind, source):
-        return [e for e in events.snapshot() if e.type == kind and e.source == source]
     started = wait_until(lambda: of(VoiceEvent.SPEAKING_STARTED, "/tts"), 30,
                          what="the robot to start speaking")[0]
     assert started.utterance_id == "utt-speak" and started.text == "Going to the kitchen."
-    assert not [c for c in replies.snapshot() if c.final], "spoken only after the reply ended"
+    assert not [c for c in replies.snapshot() if c.final and c.utterance_id == "utt-speak"], \
+        "spoken only after the reply ended"
     # The user talks over the robot: the tts node decides the barge-in, the parser cancels.
     now = node.get_clock().now().nanoseconds
     user = VoiceEvent(type=VoiceEvent.SPEECH_STARTED, source="/asr", utterance_id="user-1",
@@ -332,7 +345,8 @@ def test_a_streamed_reply_is_spoken_while_written_and_a_barge_in_cancels_it(ros,
     ev_pub.publish(user)
     barge = wait_until(lambda: of(VoiceEvent.BARGE_IN, "/tts"), 10, what="BARGE_IN")[0]
     assert barge.utterance_id == "utt-speak"
-    last = replies.wait_for(1, timeout=10, where=lambda c: c.final)[0]
+    last = replies.wait_for(1, timeout=10,
+                            where=lambda c: c.final and c.utterance_id == "utt-speak")[0]
     assert last.cancelled and last.utterance_id == "utt-speak"
     wait_until(lambda: of(VoiceEvent.CANCELLED, "/command_parser"), 10, what="CANCELLED")
     written = "".join(c.text for c in replies.snapshot() if c.utterance_id == "utt-speak")
