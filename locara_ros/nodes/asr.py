@@ -472,6 +472,10 @@ class AsrNode(Node):
             self.events_pub.publish(voice_event(
                 self, VoiceEvent.SPEECH_STOPPED, utterance_id=utt.id, value=stop.duration,
                 detail=detail, stamp_ns=stop.decided_ns))
+            if stop.discarded:  # say why its final will be empty
+                self.get_logger().info(
+                    f"[{utt.id}] discarded: {stop.duration * 1000:.0f} ms of speech, less than "
+                    f"vad_min_speech_ms ({stop.reason})")
         elif isinstance(ev, Failed):
             if not ev.final:
                 self.get_logger().error(ev.error, throttle_duration_sec=5.0)
