@@ -100,6 +100,28 @@ def test_converter_rejects_a_missing_channel():
         Converter(48000, 2, OutputConfig(channel=3))
 
 
+def test_converter_stamps_only_go_forward_when_a_stalled_stream_bursts():
+    """A network stream stamped on arrival: 0.6 s of blocks held up and then delivered at once
+    (a busy machine). The clock may jump forward at the stall, but the burst must not move it
+    back before audio already published (CI once saw audio/mic stamps out of order)."""
+    out = OutputConfig(sample_rate=16000, chunk_ms=30.0)
+    conv = Converter(22050, 1, out)
+    block, ns = 1102, 1_000_000_000 * 1102 // 22050  # 50 ms blocks
+    arrivals = [k * ns for k in range(20)]  # on time
+    arrivals += [20 * ns + 600_000_000] * 12  # held up 0.6 s, then all at once
+    arrivals += [(32 + k) * ns + 200_000_000 for k in range(20)]  # on time again, less behind
+    chunks = []
+    for t in arrivals:
+        chunks += conv.push(np.zeros(block, np.float32), t)
+    stamps = np.array([t for _, t in chunks])
+    steps = np.diff(stamps)
+    chunk_ns = 30_000_000
+    assert (steps >= chunk_ns - 1_000).all(), steps.min() / 1e6  # none before the last ends
+    assert steps.max() > 0.3e9  # the stall's jump forward is kept (the clock was re-anchored)
+    sent = len(arrivals) * block * 16000 / 22050  # less what the resampler and chunker hold
+    assert sent - 3 * out.chunk_samples < sum(c.size for c, _ in chunks) <= sent
+
+
 def test_missing_device_is_retried_with_backoff():
     sink = Sink()
     dev = DeviceSource("no-such-microphone-7", OutputConfig(), sink, retry_initial=0.05,

@@ -49,7 +49,8 @@ class Converter:
 
     Stamps follow a sample clock anchored at the first block; when a block's own capture time
     drifts from that clock by more than `resync_s` (an overrun, a gap in a network stream), the
-    clock is re-anchored to it.
+    clock is re-anchored to it, but never back before the end of the audio already emitted:
+    stamps only go forward.
     """
 
     def __init__(self, rate_in: int, channels_in: int, out: OutputConfig,
@@ -68,6 +69,7 @@ class Converter:
         self._anchor_frame = 0
         self._in_frames = 0  # input frames pushed so far
         self._out_emitted = 0  # output samples emitted so far
+        self._out_end_ns = 0  # capture time just after the last emitted sample
 
     def _mono(self, block: np.ndarray) -> np.ndarray:
         x = np.asarray(block, dtype=np.float32)
@@ -95,7 +97,14 @@ class Converter:
                 expected = self._frame_ns(self._in_frames)
                 if abs(int(stamp_ns) - expected) > self._resync_ns:
                     log.debug("audio clock re-anchored (%.3f s off)", (stamp_ns - expected) / 1e9)
-                    self._anchor_ns, self._anchor_frame = int(stamp_ns), self._in_frames
+                    # never back before what is already out: stamps only go forward (a block
+                    # that arrives early after a stall says the clock ran ahead, not that the
+                    # audio already published was captured later than stamped)
+                    held = max(0.0, self._in_frames
+                               - self._out_emitted * self.rate_in / self.out.sample_rate)
+                    floor = self._out_end_ns + int(held * NS / self.rate_in)
+                    self._anchor_ns = max(int(stamp_ns), floor)
+                    self._anchor_frame = self._in_frames
         elif self._anchor_ns is None:
             self._anchor_ns, self._anchor_frame = 0, 0
         self._in_frames += mono.shape[0]
@@ -110,6 +119,7 @@ class Converter:
         for chunk in self._rechunker.push(resampled):
             out.append((chunk, self._out_stamp()))
             self._out_emitted += chunk.size
+            self._out_end_ns = self._out_stamp()
         return out
 
     def _out_stamp(self) -> int:
@@ -126,6 +136,7 @@ class Converter:
             pad[:rest.size] = rest
             out.append((pad, self._out_stamp()))
             self._out_emitted += pad.size
+            self._out_end_ns = self._out_stamp()
         return out
 
 
