@@ -31,6 +31,10 @@ class Qos:
 # Audio chunks between our own nodes on one machine: reliable (no holes in the PCM the recognizer
 # sees) but shallow, so a stalled subscriber drops old chunks instead of blocking the publisher.
 AUDIO = Qos("AUDIO_QOS", 50, why="no holes in the PCM; a stalled reader drops old chunks")
+# The microphone: as AUDIO, but deep enough that the recognizer, starved for seconds on a busy
+# 2-core machine (models loading next to it), loses no speech: a reader's keep-last cache of 50
+# 20-ms chunks is 1 s, and CI lost the first words of a request that way.
+MIC_AUDIO = Qos("MIC_AUDIO_QOS", 250, why="a reader starved for 5 s (20-ms chunks) loses no speech")
 # "info" topics (AudioInfo): latched, so late joiners learn the format.
 LATCHED = Qos("LATCHED_QOS", 1, transient_local=True, why="late joiners learn the format")
 # Transcripts, commands: reliable, a few deep.
@@ -60,11 +64,11 @@ class Endpoint:
         return "/srv/" in self.type
 
 
-AUDIO_MIC = Endpoint("audio/mic", "audio_common_msgs/msg/AudioDataStamped", AUDIO,
+AUDIO_MIC = Endpoint("audio/mic", "audio_common_msgs/msg/AudioDataStamped", MIC_AUDIO,
                      "mic_capture → asr")
 AUDIO_MIC_INFO = Endpoint("audio/mic/info", "audio_common_msgs/msg/AudioInfo", LATCHED,
                           "mic_capture → asr")
-AUDIO_MIC_RAW = Endpoint("audio/mic/raw", "audio_common_msgs/msg/AudioData", AUDIO,
+AUDIO_MIC_RAW = Endpoint("audio/mic/raw", "audio_common_msgs/msg/AudioData", MIC_AUDIO,
                          "an unstamped driver → asr (asr's `audio_data_topic`)")
 VOICE_EVENTS = Endpoint("voice/events", "locara_ros/msg/VoiceEvent", EVENTS, "all ↔ all")
 TRANSCRIPT = Endpoint("voice/transcript", "locara_ros/msg/Transcript", RELIABLE,

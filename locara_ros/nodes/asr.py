@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from audio_common_msgs.msg import AudioData, AudioDataStamped, AudioInfo
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
 from locara_ros.core import contract as C
@@ -126,7 +127,7 @@ class AsrNode(Node):
             from locara_ros.core.echo import EchoGuard
             self.echo = EchoGuard(p["echo_mode"], sample_rate=SAMPLE_RATE)
 
-        # Audio input state (touched only by callbacks of the default, mutually exclusive group).
+        # Audio input state (touched only by the microphone's callbacks, one at a time).
         self._fmt: AudioFormat | None = AudioFormat(p["input_sample_rate"], 1, "S16LE")
         self._fmt_problem = ""
         self._resampler = StampedResampler(self._fmt.sample_rate, SAMPLE_RATE)
@@ -151,10 +152,13 @@ class AsrNode(Node):
 
         self.final_pub = publisher(self, C.TRANSCRIPT, Transcript)
         self.partial_pub = publisher(self, C.TRANSCRIPT_PARTIAL, Transcript)
-        subscription(self, C.AUDIO_MIC_INFO, AudioInfo, self._on_info)
-        subscription(self, C.AUDIO_MIC, AudioDataStamped, self._on_stamped)
+        # The microphone has a callback group of its own: its chunks never wait behind the echo
+        # reference, events or parameter calls (the audio state is touched only here).
+        mic = MutuallyExclusiveCallbackGroup()
+        subscription(self, C.AUDIO_MIC_INFO, AudioInfo, self._on_info, callback_group=mic)
+        subscription(self, C.AUDIO_MIC, AudioDataStamped, self._on_stamped, callback_group=mic)
         subscription(self, C.AUDIO_MIC_RAW, AudioData, self._on_raw,
-                     name=p["audio_data_topic"])
+                     name=p["audio_data_topic"], callback_group=mic)
         if self.echo is not None:
             self._tts_fmt = AudioFormat(22050, 1, "S16LE")
             self._tts_resampler = StampedResampler(self._tts_fmt.sample_rate, SAMPLE_RATE)
@@ -416,26 +420,33 @@ class AsrNode(Node):
 
     # ------------------------------------------------------------------ VAD thread
     def _vad_loop(self) -> None:
-        last_audio = time.monotonic()
+        # `waited`: seconds this loop has waited for audio while awake. Only that counts toward
+        # stream_timeout: a process descheduled for a second on a busy machine finds its queue
+        # empty when it wakes (the callbacks have not run yet), and the audio did not stop.
+        waited, last = 0.0, time.monotonic()
         while not self._closing.is_set():
             # mic audio held for its echo reference is released within ref_wait_ms
             holding = self.echo is not None and self.echo.holding
             try:
                 item = self._audio_q.get(timeout=0.01 if holding else 0.1)
             except queue.Empty:
+                now = time.monotonic()
+                waited += min(now - last, 0.2)
+                last = now
                 if holding:
                     self._feed_vad(None, 0)
-                elif (self.recognizer.speaking
-                        and time.monotonic() - last_audio > self.stream_timeout):
+                elif self.recognizer.speaking and waited > self.stream_timeout:
+                    self.get_logger().warn(
+                        f"no audio for {waited:.1f} s mid-utterance: ending it (stream_timeout)")
                     self.recognizer.flush("audio stopped")
                 continue
+            waited, last = 0.0, time.monotonic()
             try:
                 if item is _RESET:
                     self.recognizer.flush("audio format changed")
                     self.recognizer.reset()
                     continue
                 samples, stamp_ns, frame_id = item
-                last_audio = time.monotonic()
                 self._frame_id = frame_id
                 self._feed_vad(samples, stamp_ns)
             except Exception as e:  # noqa: BLE001 - the VAD thread must survive anything

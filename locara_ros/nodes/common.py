@@ -48,6 +48,7 @@ def qos_profile(q: contract.Qos) -> QoSProfile:
 # The contract's profiles (locara_ros.core.contract says why each is what it is).
 SENSOR_QOS = qos_profile(contract.SENSOR)
 AUDIO_QOS = qos_profile(contract.AUDIO)
+MIC_AUDIO_QOS = qos_profile(contract.MIC_AUDIO)
 LATCHED_QOS = qos_profile(contract.LATCHED)
 RELIABLE_QOS = qos_profile(contract.RELIABLE)
 EVENTS_QOS = qos_profile(contract.EVENTS)
