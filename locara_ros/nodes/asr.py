@@ -14,7 +14,6 @@ utterance, that result is the final, so the final follows the end-of-speech deci
 from __future__ import annotations
 
 import os
-import queue
 import secrets
 import threading
 import time
@@ -60,6 +59,7 @@ from locara_ros.core.vad import (
     SileroVad,
     VadConfig,
 )
+from locara_ros.core.worker import BoundedQueue, Empty, Policy
 from locara_ros.msg import Transcript, VoiceEvent
 from locara_ros.nodes.common import (
     announce_ready,
@@ -134,8 +134,12 @@ class AsrNode(Node):
         self._audio_seen = False
         self._bad_chunks = 0
         self._frame_id = self.frame_id_default
-        self._audio_q: queue.Queue = queue.Queue(maxsize=max(10, p["queue_size"]))
-        self._dropped = 0
+        # the VAD must keep up with live audio: a full queue drops its oldest chunk (counted)
+        self._audio_q: BoundedQueue[Any] = BoundedQueue(
+            "asr-audio", max(10, p["queue_size"]), Policy.DROP_OLDEST,
+            on_drop=lambda _: self.get_logger().warn(
+                f"VAD queue full: {self._audio_q.counts.dropped} chunk(s) dropped",
+                throttle_duration_sec=5.0))
 
         # Utterances: VAD thread (feed) -> recognizer thread (locara_ros.core.recognizer).
         self.recognizer = StreamingRecognizer(
@@ -339,7 +343,7 @@ class AsrNode(Node):
 
     def _reset_stream(self) -> None:
         self._audio_seen = False
-        self._put(_RESET)
+        self._audio_q.put(_RESET)
 
     def _on_stamped(self, msg: AudioDataStamped) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
@@ -366,21 +370,7 @@ class AsrNode(Node):
             return
         self._audio_seen = True
         for mono, t_ns in self._resampler.process(to_mono(samples), stamp_ns):
-            self._put((mono, t_ns, frame_id or self.frame_id_default))
-
-    def _put(self, item: Any) -> None:
-        while True:
-            try:
-                self._audio_q.put_nowait(item)
-                return
-            except queue.Full:
-                try:  # drop the oldest chunk: the VAD must keep up with live audio
-                    self._audio_q.get_nowait()
-                    self._dropped += 1
-                    self.get_logger().warn(f"VAD queue full: {self._dropped} chunk(s) dropped",
-                                           throttle_duration_sec=5.0)
-                except queue.Empty:
-                    pass
+            self._audio_q.put((mono, t_ns, frame_id or self.frame_id_default))
 
     # ------------------------------------------------------------------ echo hook
     def _on_tts_info(self, msg: AudioInfo) -> None:
@@ -429,7 +419,7 @@ class AsrNode(Node):
             holding = self.echo is not None and self.echo.holding
             try:
                 item = self._audio_q.get(timeout=0.01 if holding else 0.1)
-            except queue.Empty:
+            except Empty:
                 now = time.monotonic()
                 waited += min(now - last, 0.2)
                 last = now

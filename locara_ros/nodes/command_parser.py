@@ -21,7 +21,6 @@ import collections
 import itertools
 import json
 import os
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from locara_ros.core.parser import (
     ParseOutcome,
     ParserConfig,
 )
+from locara_ros.core.worker import BoundedWorker, Policy
 from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, VoiceEvent
 from locara_ros.nodes.common import (
     announce_ready,
@@ -62,7 +62,6 @@ from locara_ros.nodes.common import (
 from locara_ros.nodes.failover import with_failover
 from locara_ros.srv import AskVision, ParseCommand
 
-_STOP = object()  # worker shutdown sentinel
 BACKENDS = ("llama_cpp", "openai", "none")
 
 
@@ -268,7 +267,6 @@ class CommandParserNode(Node):
         self.vision_client = client(self, C.VISION_ASK, AskVision,
                                     callback_group=self._vision_group)
 
-        self._jobs: queue.Queue[Any] = queue.Queue(maxsize=self.queue_size)
         self._current: _Job | None = None
         self._current_lock = threading.Lock()
         self._model_calls = threading.BoundedSemaphore(self.parse_concurrency)
@@ -276,8 +274,12 @@ class CommandParserNode(Node):
         # utterance -> what its latest partial decided; utterances already stopped by a partial
         self._speculation: collections.OrderedDict[str, Decision] = collections.OrderedDict()
         self._stopped: collections.deque[str] = collections.deque(maxlen=32)
-        self._worker = threading.Thread(target=self._work, name="command_parser_worker")
-        self._worker.start()
+        # The model lane: spoken requests drop the oldest waiting one (its caller is told),
+        # voice/parse calls are refused as busy (core.worker).
+        self._worker: BoundedWorker[_Job] = BoundedWorker(
+            "command_parser_worker", self.queue_size, Policy.DROP_OLDEST, self._work,
+            on_drop=self._on_dropped, on_start=lambda: self.get_logger().info(
+                f"model worker: {lower_thread_priority(self.worker_nice)}"))
         templates = sum(len(g.sentences) for s in self.schema.actions.values()
                         for g in s.sentences)
         self.get_logger().info(
@@ -354,7 +356,7 @@ class CommandParserNode(Node):
         if self._cheap(decision):
             self._finish(job, self._run(job))
             return
-        self._enqueue(job)
+        self._worker.submit(job)
 
     def _on_event(self, msg: VoiceEvent) -> None:
         if msg.source == self.get_fully_qualified_name() or msg.type != VoiceEvent.BARGE_IN:
@@ -419,7 +421,7 @@ class CommandParserNode(Node):
                 return response
             else:
                 try:
-                    if not self._enqueue(job, drop_oldest=False):
+                    if not self._worker.submit(job, Policy.REFUSE_NEWEST):
                         response.success = False
                         response.message = f"busy: {self.queue_size} requests queued"
                         return response
@@ -440,48 +442,22 @@ class CommandParserNode(Node):
         return response
 
     # ------------------------------------------------------------------ the model lane
-    def _enqueue(self, job: _Job, drop_oldest: bool = True) -> bool:
-        while True:
-            try:
-                self._jobs.put_nowait(job)
-                return True
-            except queue.Full:
-                if not drop_oldest:
-                    return False
-                try:
-                    dropped = self._jobs.get_nowait()
-                except queue.Empty:
-                    continue
-                if isinstance(dropped, _Job):
-                    self.get_logger().warning(f"queue full: dropping '{dropped.text[:40]}'")
-                    self._finish_dropped(dropped, "dropped: the parser is busy")
+    def _on_dropped(self, job: _Job) -> None:
+        self.get_logger().warning(f"queue full: dropping '{job.text[:40]}' "
+                                  f"({self._worker.counts})")
+        self._finish_dropped(job, "dropped: the parser is busy")
 
     def _supersede(self, reason: str) -> None:
         """A new spoken request: older spoken requests still waiting or generating are stale."""
-        kept = []
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(job, _Job) and job.spoken:
-                self._finish_dropped(job, reason)
-            else:
-                kept.append(job)
-        for job in kept:
-            self._jobs.put_nowait(job)
+        for job in self._worker.queue.remove_if(lambda j: j.spoken):
+            self._finish_dropped(job, reason)
         with self._current_lock:
             if self._current is not None and self._current.spoken:
                 self._current.cancel.set()
 
     def _cancel_all(self, reason: str) -> None:
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(job, _Job):
-                self._finish_dropped(job, f"cancelled by {reason}")
+        for job in self._worker.queue.remove_if(lambda j: True):
+            self._finish_dropped(job, f"cancelled by {reason}")
         with self._current_lock:
             if self._current is not None:
                 self._current.cancel.set()
@@ -494,23 +470,18 @@ class CommandParserNode(Node):
         job.outcome = outcome
         job.done.set()
 
-    def _work(self) -> None:
-        self.get_logger().info(f"model worker: {lower_thread_priority(self.worker_nice)}")
-        while True:
-            job = self._jobs.get()
-            if job is _STOP:
-                return
+    def _work(self, job: _Job) -> None:
+        with self._current_lock:
+            self._current = job
+        try:
+            job.outcome = self._run(job)
+        except Exception as e:  # noqa: BLE001 - the worker must survive any one request
+            self.get_logger().error(f"parsing '{job.text[:60]}' failed: {e!r}")
+            job.outcome = ParseOutcome(success=False, message=f"internal error: {e}")
+        finally:
             with self._current_lock:
-                self._current = job
-            try:
-                job.outcome = self._run(job)
-            except Exception as e:  # noqa: BLE001 - the worker must survive any one request
-                self.get_logger().error(f"parsing '{job.text[:60]}' failed: {e!r}")
-                job.outcome = ParseOutcome(success=False, message=f"internal error: {e}")
-            finally:
-                with self._current_lock:
-                    self._current = None
-                job.done.set()
+                self._current = None
+            job.done.set()
 
     def _run(self, job: _Job) -> ParseOutcome:
         stream = _ReplyStream(self, job.utterance_id, job.publish)
@@ -580,8 +551,8 @@ class CommandParserNode(Node):
     def close(self) -> None:
         """Stop the worker (called by run_node before the node is destroyed)."""
         self._cancel_all("shutdown")
-        self._jobs.put(_STOP)
-        self._worker.join(timeout=10.0)
+        self._worker.close(timeout=10.0,
+                           unserved=lambda j: self._finish_dropped(j, "shutting down"))
         if self.model is not None:
             self.model.close()
 

@@ -7,7 +7,6 @@ decoding, colour conversion, resizing) and inference run on the worker, never on
 """
 from __future__ import annotations
 
-import collections
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from locara_ros.core.vision import (
     RawFrame,
     frame_to_rgb,
 )
+from locara_ros.core.worker import BoundedWorker, Policy
 from locara_ros.msg import VoiceEvent
 from locara_ros.nodes.common import (
     announce_ready,
@@ -125,11 +125,6 @@ class VlmNode(Node):
         self._last_bad: Optional[tuple[str, float]] = None  # (reason, arrival)
         self.frames_received = 0
         self.frames_dropped = 0
-        self._cv = threading.Condition()
-        self._waiting: collections.deque[_Job] = collections.deque()
-        self._held = 0  # accepted and not finished (waiting + being answered)
-        self._stopping = False
-        self._worker = threading.Thread(target=self._work, name="vlm-worker")
 
         camera_group = MutuallyExclusiveCallbackGroup()
         if p["subscribe_raw"]:
@@ -140,7 +135,12 @@ class VlmNode(Node):
                          callback_group=camera_group)
         service(self, C.VISION_ASK, AskVision, self._on_ask,
                 callback_group=ReentrantCallbackGroup())
-        self._worker.start()  # last, so a failing constructor leaves no thread behind
+        # last, so a failing constructor leaves no thread behind. A request counts against
+        # max_queue until it is answered; one more is refused as busy.
+        self._worker: BoundedWorker[_Job] = BoundedWorker(
+            "vlm-worker", self.max_queue, Policy.REFUSE_NEWEST, self._serve, count_serving=True,
+            on_start=lambda: self.get_logger().info(
+                f"model worker: {lower_thread_priority(self.worker_nice)}"))
         announce_ready(self, f"vlm ({backend_name(self.model)})", load_seconds)
 
     def _declare_parameters(self) -> dict[str, Any]:
@@ -237,13 +237,9 @@ class VlmNode(Node):
             return self._fail(response, stale)
         max_tokens = int(request.max_tokens) or self.default_max_tokens
         job = _Job(question, min(max_tokens, self.max_tokens_limit), stored)
-        with self._cv:
-            if self._held >= self.max_queue:
-                return self._fail(response, f"busy: {self._held} requests queued "
-                                            f"(max {self.max_queue})")
-            self._held += 1
-            self._waiting.append(job)
-            self._cv.notify()
+        if not self._worker.submit(job):
+            return self._fail(response, f"busy: {self.max_queue} requests queued "
+                                        f"(max {self.max_queue})")
         if not job.done.wait(self.request_timeout):
             job.cancelled = True
             return self._fail(response, f"timeout: no answer within {self.request_timeout:.1f} s"
@@ -267,22 +263,12 @@ class VlmNode(Node):
         return response
 
     # ------------------------------------------------------------------ worker
-    def _work(self) -> None:
-        self.get_logger().info(f"model worker: {lower_thread_priority(self.worker_nice)}")
-        while True:
-            with self._cv:
-                while not self._waiting and not self._stopping:
-                    self._cv.wait()
-                if self._stopping:
-                    return
-                job = self._waiting.popleft()
-            try:
-                if not job.cancelled:
-                    self._answer(job)
-            finally:
-                with self._cv:
-                    self._held -= 1
-                job.done.set()
+    def _serve(self, job: _Job) -> None:
+        try:
+            if not job.cancelled:
+                self._answer(job)
+        finally:
+            job.done.set()
 
     def _answer(self, job: _Job) -> None:
         try:
@@ -313,16 +299,10 @@ class VlmNode(Node):
 
     def close(self) -> None:
         """Stop the worker (called by run_node before the node is destroyed)."""
-        with self._cv:
-            self._stopping = True
-            waiting = list(self._waiting)
-            self._waiting.clear()
-            self._cv.notify_all()
-        for job in waiting:
+        def shutting_down(job: _Job) -> None:
             job.message = "shutting down"
             job.done.set()
-        if self._worker.is_alive():
-            self._worker.join(timeout=30.0)
+        self._worker.close(timeout=30.0, unserved=shutting_down)
         self.model.close()
 
 
