@@ -216,9 +216,13 @@ def test_flood_of_large_frames_keeps_memory_bounded(vlm, procs, support_dir, ask
     print(f"vlm took in {big} full-HD frames ({big * frame_mb:.0f} MB); RSS before "
           f"{before / 2**20:.0f} MB, peak growth {growth_mb:.0f} MB")
     assert big >= 40, f"only {big} full-HD frames reached the node; the flood proved nothing"
-    # One kept frame (+ one being converted) and the middleware's few-sample buffers (~85 MB
-    # measured), never the flood: keeping the frames would take 250 MB or more.
-    assert growth_mb < 150, f"vlm RSS grew by {growth_mb:.0f} MB taking in {big} frames"
+    # One kept frame (+ one being converted) and the middleware's buffers for samples being
+    # reassembled, never the flood: keeping the frames it took in would take big * 6 MB (at
+    # least 237 MB). The middleware's part varies with the machine's load: peaks of 85-162 MB
+    # were seen in CI (151 MB with 58 frames in, against the 150 MB this test once allowed).
+    limit_mb = min(200.0, 0.8 * big * frame_mb)
+    assert growth_mb < limit_mb, (f"vlm RSS grew by {growth_mb:.0f} MB taking in {big} frames "
+                                  f"(limit {limit_mb:.0f} MB)")
     assert reply is not None, "no answer about any flood frame"
     assert reply.success and reply.message == "ok" and vlm.alive
     # Still serving afterwards: a new small frame replaces the big one.
