@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from locara_ros.core.audio import AudioFormat, AudioFormatError, Rechunker, StreamResampler, decode
+from locara_ros.core.worker import BoundedQueue, Empty, Policy
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +302,10 @@ class DeviceSource(MicSource):
         self.retry_initial, self.retry_max = max(0.01, retry_initial), max(retry_initial, retry_max)
         self.stall_s = stall_s
         self.on_open = on_open
-        self._blocks: queue.Queue = queue.Queue(maxsize=200)
+        # PortAudio's callback -> this source's thread; a stalled reader drops the oldest
+        # blocks (live audio: the newest matters), counted and logged
+        self._blocks: BoundedQueue[Any] = BoundedQueue("mic-device", 200, Policy.DROP_OLDEST,
+                                                       on_drop=self._on_block_dropped)
         self.failures = 0
         self.retry_delays: list[float] = []
         self.opened = threading.Event()
@@ -310,10 +313,13 @@ class DeviceSource(MicSource):
         self._status_errors = 0
 
     def _wake(self) -> None:
-        try:
-            self._blocks.put_nowait(None)
-        except queue.Full:
-            pass
+        self._blocks.put(None)
+
+    def _on_block_dropped(self, _block: Any) -> None:
+        dropped = self._blocks.counts.dropped
+        if dropped == 1 or dropped % 100 == 0:
+            log.warning("input device '%s': %d audio block(s) dropped (the reader is behind)",
+                        self.device or "default", dropped)
 
     def _device_arg(self) -> int | str | None:
         if not self.device:
@@ -347,10 +353,7 @@ class DeviceSource(MicSource):
             if status:
                 self._status_errors += 1
             stamp = now_ns - int(delay * NS) - frames * NS // rate
-            try:
-                self._blocks.put_nowait((indata.copy(), stamp))
-            except queue.Full:
-                pass
+            self._blocks.put((indata.copy(), stamp))
 
         try:
             stream = sd.InputStream(device=self._device_arg(), samplerate=rate,
@@ -405,7 +408,7 @@ class DeviceSource(MicSource):
         while not self._stop.is_set():
             try:
                 item = self._blocks.get(timeout=0.2)
-            except queue.Empty:
+            except Empty:
                 item = False
             if item is None:
                 continue
