@@ -143,7 +143,8 @@ class BoundedWorker(Generic[T]):
 
     With `count_serving`, the item being served counts against the bound (a vision request held
     by the model is still "held"); otherwise only waiting items do. An exception from `handle`
-    is logged and the worker goes on. `current` is the item being served (None between items).
+    is logged and the worker goes on. `current` is the item being served (None between items);
+    other threads read it to cancel that item (one attribute read, no lock needed).
     """
 
     def __init__(self, name: str, maxsize: int, policy: Policy, handle: Callable[[T], None], *,

@@ -267,8 +267,6 @@ class CommandParserNode(Node):
         self.vision_client = client(self, C.VISION_ASK, AskVision,
                                     callback_group=self._vision_group)
 
-        self._current: _Job | None = None
-        self._current_lock = threading.Lock()
         self._model_calls = threading.BoundedSemaphore(self.parse_concurrency)
         self._ids = itertools.count(1)
         # utterance -> what its latest partial decided; utterances already stopped by a partial
@@ -362,8 +360,7 @@ class CommandParserNode(Node):
         if msg.source == self.get_fully_qualified_name() or msg.type != VoiceEvent.BARGE_IN:
             return
         self.parser.interrupt(msg.utterance_id, msg.text)
-        with self._current_lock:
-            job = self._current
+        job = self._worker.current
         if job is not None and msg.utterance_id and job.utterance_id == msg.utterance_id:
             self.get_logger().info(f"barge-in on {msg.utterance_id}: cancelling the reply")
             job.cancel.set()
@@ -451,16 +448,16 @@ class CommandParserNode(Node):
         """A new spoken request: older spoken requests still waiting or generating are stale."""
         for job in self._worker.queue.remove_if(lambda j: j.spoken):
             self._finish_dropped(job, reason)
-        with self._current_lock:
-            if self._current is not None and self._current.spoken:
-                self._current.cancel.set()
+        job = self._worker.current
+        if job is not None and job.spoken:
+            job.cancel.set()
 
     def _cancel_all(self, reason: str) -> None:
         for job in self._worker.queue.remove_if(lambda j: True):
             self._finish_dropped(job, f"cancelled by {reason}")
-        with self._current_lock:
-            if self._current is not None:
-                self._current.cancel.set()
+        job = self._worker.current
+        if job is not None:
+            job.cancel.set()
 
     def _finish_dropped(self, job: _Job, why: str) -> None:
         job.outcome = ParseOutcome(success=False, message=why, cancelled=True)
@@ -471,16 +468,13 @@ class CommandParserNode(Node):
         job.done.set()
 
     def _work(self, job: _Job) -> None:
-        with self._current_lock:
-            self._current = job
+        """The model worker's handler (self._worker.current is `job` meanwhile, for cancels)."""
         try:
             job.outcome = self._run(job)
-        except Exception as e:  # noqa: BLE001 - the worker must survive any one request
+        except Exception as e:  # noqa: BLE001 - a failing request is answered, not dropped
             self.get_logger().error(f"parsing '{job.text[:60]}' failed: {e!r}")
             job.outcome = ParseOutcome(success=False, message=f"internal error: {e}")
         finally:
-            with self._current_lock:
-                self._current = None
             job.done.set()
 
     def _run(self, job: _Job) -> ParseOutcome:
