@@ -43,8 +43,10 @@ RELIABLE = Qos("RELIABLE_QOS", 10)
 EVENTS = Qos("EVENTS_QOS", 50, why="a burst of events is never dropped")
 # voice/reply token stream: every chunk matters for the sentence splitter.
 STREAM = Qos("STREAM_QOS", 200, why="every token chunk matters")
-# Camera frames: best effort, keep the newest (rclpy's qos_profile_sensor_data).
-SENSOR = Qos("SENSOR_QOS", 5, reliable=False, why="the newest frame is what matters")
+# Camera frames: best effort, keep only the newest (qos_profile_sensor_data keeps 5): the vlm uses
+# the newest frame only, and each older one held is up to 6 MB (full HD) in the middleware.
+SENSOR = Qos("SENSOR_QOS", 1, reliable=False,
+             why="only the newest frame is used; older ones are MBs each")
 # Services: a burst of concurrent calls must all reach the node to be answered (with a result,
 # or "busy"); the default depth of 10 silently drops the rest.
 SERVICE = Qos("SERVICE_QOS", 100, why="every concurrent call reaches the node and is answered")

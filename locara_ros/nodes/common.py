@@ -21,7 +21,6 @@ from rclpy.qos import (
     HistoryPolicy,
     QoSProfile,
     ReliabilityPolicy,
-    qos_profile_sensor_data,
 )
 
 from locara_ros.core import contract
@@ -36,8 +35,6 @@ READY_MARKER = "locara:ready"
 
 def qos_profile(q: contract.Qos) -> QoSProfile:
     """The rclpy profile for a contract QoS description."""
-    if q == contract.SENSOR:
-        return qos_profile_sensor_data
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=q.depth,
                       reliability=(ReliabilityPolicy.RELIABLE if q.reliable
                                    else ReliabilityPolicy.BEST_EFFORT),
