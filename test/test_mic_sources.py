@@ -15,6 +15,7 @@ from support.speech import silence, synthesize, write_wav
 from locara_ros.core.audio import AudioFormatError, encode_s16le, resample
 from locara_ros.core.mic_sources import (
     Converter,
+    NETWORK_RESYNC_S,
     DeviceSource,
     FileSource,
     OutputConfig,
@@ -120,6 +121,25 @@ def test_converter_stamps_only_go_forward_when_a_stalled_stream_bursts():
     assert steps.max() > 0.3e9  # the stall's jump forward is kept (the clock was re-anchored)
     sent = len(arrivals) * block * 16000 / 22050  # less what the resampler and chunker hold
     assert sent - 3 * out.chunk_samples < sum(c.size for c, _ in chunks) <= sent
+
+
+def test_network_stream_stamps_absorb_arrival_jitter():
+    """Continuous audio from a network peer, stamped on arrival: blocks 0.25 s late (a busy
+    sender, Wi-Fi) are jitter, not gaps: the stamps stay one chunk apart (CI once saw a 0.26-s
+    step with the device sources' 0.1 s resync). A real gap (a 2-s pause) still moves the clock."""
+    out = OutputConfig(sample_rate=16000, chunk_ms=30.0)
+    conv = Converter(16000, 1, out, resync_s=NETWORK_RESYNC_S)
+    block, ns = 800, 50_000_000  # 50 ms blocks
+    late = {7: 250_000_000, 8: 200_000_000, 15: 300_000_000}
+    arrivals = [k * ns + late.get(k, 0) for k in range(30)]
+    arrivals += [(30 + k) * ns + 2_000_000_000 for k in range(10)]  # after a 2-s pause
+    chunks = []
+    for t in arrivals:
+        chunks += conv.push(np.zeros(block, np.float32), t)
+    steps = np.diff([t for _, t in chunks]) / 1e6
+    before_pause = steps[:steps.argmax()]
+    assert np.allclose(before_pause, 30.0, atol=0.01), before_pause.max()
+    assert steps.max() > 1500  # the pause
 
 
 def test_missing_device_is_retried_with_backoff():

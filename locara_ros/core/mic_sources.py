@@ -425,6 +425,10 @@ class DeviceSource(MicSource):
 
 # ---------------------------------------------------------------------------- wyoming
 _WIDTH_FORMATS = {1: "U8", 2: "S16LE", 4: "S32LE"}
+# Network chunks are stamped on arrival; arrival times off the sample clock by less than this are
+# jitter, not a gap (CI: a sender in a busy process 0.23 s late made a 0.26-s step in the stamps
+# of continuous audio with the device sources' 0.1 s).
+NETWORK_RESYNC_S = 0.5
 
 
 class _WyomingStream:
@@ -432,7 +436,8 @@ class _WyomingStream:
 
     A stream may carry its own format (rate, width, channels); a chunk without audio-start, or
     in another format, (re)starts the stream on the chunk's format. Chunks are stamped with their
-    arrival time less their duration (the peer's own timestamps are on the peer's clock).
+    arrival time less their duration (the peer's own timestamps are on the peer's clock), through
+    a sample clock that takes up to NETWORK_RESYNC_S of arrival jitter.
     `claim()` is asked when a stream begins (False: ignore it); `owns()` before each chunk.
     """
 
@@ -467,7 +472,10 @@ class _WyomingStream:
             if fmt_name is None:
                 raise AudioFormatError(f"unsupported sample width {width} bytes")
             self.fmt = AudioFormat(int(rate), int(channels), fmt_name)
-            self.conv = Converter(int(rate), int(channels), self.source.out)
+            # arrival times jitter (Wi-Fi, a busy sender or receiver): the sample clock absorbs
+            # up to NETWORK_RESYNC_S of it and re-anchors only on a real gap in the stream
+            self.conv = Converter(int(rate), int(channels), self.source.out,
+                                  resync_s=NETWORK_RESYNC_S)
         except AudioFormatError as e:
             self.source.on_error(f"wyoming: {self.peer}: {e}; stream ignored")
             self.fmt = self.conv = None
