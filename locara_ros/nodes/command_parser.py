@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.node import Node
 
 from locara_ros.core import contract as C
 from locara_ros.core.backends.chat import (
@@ -49,7 +48,6 @@ from locara_ros.core.parser import (
 from locara_ros.core.worker import BoundedWorker, Policy
 from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, VoiceEvent
 from locara_ros.nodes.common import (
-    announce_ready,
     client,
     declare,
     lower_thread_priority,
@@ -60,6 +58,7 @@ from locara_ros.nodes.common import (
     voice_event,
 )
 from locara_ros.nodes.failover import with_failover
+from locara_ros.nodes.managed import ManagedNode
 from locara_ros.srv import AskVision, ParseCommand
 
 BACKENDS = ("llama_cpp", "openai", "none")
@@ -117,7 +116,7 @@ _LIMITS = {
 }
 
 
-class CommandParserNode(Node):
+class CommandParserNode(ManagedNode):
     def __init__(self) -> None:
         super().__init__("command_parser")
         def p(name: str, default: Any, description: str) -> Any:
@@ -222,32 +221,39 @@ class CommandParserNode(Node):
                 ("answer_source", cfg.answer_source, ("known", "model"))):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")
+        if backend == "openai" and fallback not in ("", "llama_cpp"):
+            raise ValueError(f"fallback must be '' or 'llama_cpp', got '{fallback}'")
+        self._backend, self._fallback, self._retry_interval = backend, fallback, retry_interval
+        self._cfg, self._warmup, self._schema_path = cfg, warmup, schema_path
+        self._kw = dict(model_path=model_path, n_ctx=n_ctx, n_threads=n_threads,
+                        chat_format=chat_format, constrained=constrained, decode=decode,
+                        action_score=action_score, copy_free_text=copy_free_text,
+                        server_url=server_url, api_key=api_key, server_model=server_model,
+                        response_format=response_format, request_timeout=request_timeout)
+        self.model: CommandModel | None = None
+        self._worker: BoundedWorker[_Job] | None = None
 
+    def setup(self) -> tuple[str, float]:
+        """configure: load the schema and the model (warmed), subscribe, start the model lane."""
+        backend, fallback, cfg, kw = self._backend, self._fallback, self._cfg, self._kw
         started = time.monotonic()
-        path = schema_path or default_schema_path()
+        path = self._schema_path or default_schema_path()
         self.schema = load_schema(path)  # SchemaError names file and line
         self.command_pub = publisher(self, C.COMMAND, RobotCommand)
         self.reply_pub = publisher(self, C.REPLY, ReplyChunk)
         self.events_pub = publisher(self, C.VOICE_EVENTS, VoiceEvent)
-        kw = dict(model_path=model_path, n_ctx=n_ctx, n_threads=n_threads,
-                  chat_format=chat_format, constrained=constrained, decode=decode,
-                  action_score=action_score, copy_free_text=copy_free_text,
-                  server_url=server_url, api_key=api_key, server_model=server_model,
-                  response_format=response_format, request_timeout=request_timeout)
         self.model = self._make_model(backend, **kw)
         if backend == "openai" and fallback:
-            if fallback != "llama_cpp":
-                raise ValueError(f"fallback must be '' or 'llama_cpp', got '{fallback}'")
             self.model = with_failover(self, self.events_pub, "command_parser", self.model,
                                        lambda: self._make_model("llama_cpp", **kw),
                                        probe=self.model.client.health,
-                                       retry_interval=float(retry_interval))
+                                       retry_interval=float(self._retry_interval))
         self.parser = CommandParser(self.schema, self.model, cfg)
         if cfg.stop_sounds_like > 0 and self.schema.stop is not None and \
                 self.parser.sound_alike is None:
             self.get_logger().warning("stop_sounds_like is off: no espeak-ng phonemizer (the "
                                       "piper-tts package); only exact stop phrases stop")
-        if warmup and self.model is not None and (backend == "llama_cpp" or fallback):
+        if self._warmup and self.model is not None and (backend == "llama_cpp" or fallback):
             local = self.model.fallback if isinstance(self.model, Failover) else self.model
             CommandParser(self.schema, local, cfg).parse("hello there friend",
                                                          use_history=False)
@@ -274,7 +280,7 @@ class CommandParserNode(Node):
         self._stopped: collections.deque[str] = collections.deque(maxlen=32)
         # The model lane: spoken requests drop the oldest waiting one (its caller is told),
         # voice/parse calls are refused as busy (core.worker).
-        self._worker: BoundedWorker[_Job] = BoundedWorker(
+        self._worker = BoundedWorker(
             "command_parser_worker", self.queue_size, Policy.DROP_OLDEST, self._work,
             on_drop=self._on_dropped, on_start=lambda: self.get_logger().info(
                 f"model worker: {lower_thread_priority(self.worker_nice)}"))
@@ -283,7 +289,7 @@ class CommandParserNode(Node):
         self.get_logger().info(
             f"schema {path}: {len(self.schema.actions)} actions, {templates} sentence "
             f"templates; model {self.model.name if self.model is not None else 'none'}")
-        announce_ready(self, "command_parser", load_seconds)
+        return "command_parser", load_seconds
 
     # ------------------------------------------------------------------ set-up
     def _make_model(self, backend: str, **kw: Any) -> CommandModel | None:
@@ -542,13 +548,17 @@ class CommandParserNode(Node):
         msg.header.stamp = self.get_clock().now().to_msg()
         return msg
 
-    def close(self) -> None:
-        """Stop the worker (called by run_node before the node is destroyed)."""
-        self._cancel_all("shutdown")
-        self._worker.close(timeout=10.0,
-                           unserved=lambda j: self._finish_dropped(j, "shutting down"))
+    def teardown(self) -> None:
+        """cleanup / shutdown: cancel the in-flight generation, answer waiting jobs, free the
+        model."""
+        if self._worker is not None:
+            self._cancel_all("shutdown")
+            self._worker.close(timeout=10.0,
+                               unserved=lambda j: self._finish_dropped(j, "shutting down"))
+            self._worker = None
         if self.model is not None:
             self.model.close()
+            self.model = None
 
 
 def main(args: list[str] | None = None) -> int:

@@ -219,6 +219,16 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None,
         except Exception as e:  # noqa: BLE001 - report any start-up failure and exit non-zero
             rclpy.logging.get_logger("locara_ros").fatal(f"start-up failed: {e}")
             return 1
+        start = getattr(node, "start", None)  # a lifecycle node (nodes.managed.ManagedNode)
+        if callable(start):
+            if getattr(node, "autostart", False):
+                if not start():
+                    node.get_logger().fatal(f"start-up failed: {node.configure_error}")
+                    return 1
+            else:
+                node.get_logger().info(
+                    f"autostart is false: waiting in 'unconfigured' for `ros2 lifecycle set "
+                    f"{node.get_fully_qualified_name()} configure` (then activate)")
         executor = MultiThreadedExecutor(num_threads=num_threads)
         executor.add_node(node)
         try:

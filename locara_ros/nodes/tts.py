@@ -14,7 +14,6 @@ from typing import Any, List
 from audio_common_msgs.msg import AudioDataStamped, AudioInfo
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.node import Node
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
@@ -35,7 +34,6 @@ from locara_ros.core.playback import (
 )
 from locara_ros.msg import ReplyChunk, VoiceEvent
 from locara_ros.nodes.common import (
-    announce_ready,
     declare,
     ns_to_stamp,
     publisher,
@@ -45,6 +43,7 @@ from locara_ros.nodes.common import (
     subscription,
     voice_event,
 )
+from locara_ros.nodes.managed import ManagedNode
 
 # Parameters that may change while the node runs (everything else needs a restart).
 _DYNAMIC = {"speaker_enabled": bool, "volume": (0.0, 10.0), "barge_in": bool,
@@ -77,10 +76,23 @@ def _refusal(prm: Any) -> str:
     return ""
 
 
-class TtsNode(Node):
+class TtsNode(ManagedNode):
     def __init__(self) -> None:
         super().__init__("tts")
-        p = self._declare_parameters()
+        self._p = p = self._declare_parameters()
+        if not (p["publish_audio"] or p["play_on_device"]):
+            raise ValueError("no output: both publish_audio and play_on_device are false")
+        self._closing = False
+        self.gate: SpeakerGate | None = None
+        self.speaker: Speaker | None = None
+        self.barge_in_enabled = bool(p["barge_in"])
+        self.monitor = BargeInMonitor(p["barge_in_min_speech"])
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def setup(self) -> tuple[str, float]:
+        """configure: load and warm the voice, open the outputs, subscribe, start playback."""
+        # start-up parameters are read-only; the run-time ones are read as they are now
+        p = dict(self._p, **{n: self.get_parameter(n).value for n in _DYNAMIC})
         t0 = time.monotonic()
         self.synth = PiperSynthesizer(
             p["voice"], speaker_id=None if p["speaker_id"] < 0 else p["speaker_id"],
@@ -116,19 +128,13 @@ class TtsNode(Node):
                                         "left (set play_on_device=false to publish only)") from e
                 startup_errors.append(f"{e}; publishing on audio/tts only")
                 self.get_logger().error(startup_errors[-1])
-        if not sinks:
-            raise ValueError("no output: both publish_audio and play_on_device are false")
-
         self.gate = SpeakerGate(p["speaker_enabled"], p["volume"], p["max_volume"],
                                 p["max_speech_seconds"], p["speech_window_seconds"])
-        self.barge_in_enabled = bool(p["barge_in"])
-        self.monitor = BargeInMonitor(p["barge_in_min_speech"])
         self.speaker = Speaker(self.synth, sinks, gate=self.gate, listener=_Listener(self),
                                chunk_ms=p["chunk_ms"], lead_ms=p["lead_ms"],
                                max_sentence_chars=p["max_sentence_chars"],
                                max_text_chars=p["max_text_chars"],
                                reply_timeout=p["reply_timeout"])
-        self.add_on_set_parameters_callback(self._on_set_parameters)
 
         subscription(self, C.SAY, String, self._on_say,
                      callback_group=self.data_group)
@@ -142,8 +148,8 @@ class TtsNode(Node):
         for err in startup_errors:
             self.events_pub.publish(voice_event(self, VoiceEvent.ERROR, detail=err))
         outputs = ", ".join(s.name for s in sinks)
-        announce_ready(self, f"tts ({self.synth.name}, {self.synth.sample_rate} Hz -> "
-                             f"{outputs}, audio/tts at {self.output_rate} Hz)", load_seconds)
+        return (f"tts ({self.synth.name}, {self.synth.sample_rate} Hz -> {outputs}, audio/tts "
+                f"at {self.output_rate} Hz)", load_seconds)
 
     def _declare_parameters(self) -> dict:
         d = {}
@@ -244,12 +250,12 @@ class TtsNode(Node):
             why = _refusal(prm)
             if why:
                 return SetParametersResult(successful=False, reason=why)
-        for prm in params:
-            if prm.name == "speaker_enabled":
+        for prm in params:  # unconfigured: the next configure reads the new values
+            if prm.name == "speaker_enabled" and self.gate is not None:
                 self.gate.enabled = bool(prm.value)
-                if not prm.value:
+                if not prm.value and self.speaker is not None:
                     self.speaker.stop("speaker disabled", kind=StopKind.DISABLED)
-            elif prm.name == "volume":
+            elif prm.name == "volume" and self.gate is not None:
                 self.gate.volume = float(prm.value)  # capped at max_volume by the gate
             elif prm.name == "barge_in":
                 self.barge_in_enabled = bool(prm.value)
@@ -280,9 +286,12 @@ class TtsNode(Node):
         if not self._closing:
             self.events_pub.publish(msg)
 
-    def close(self) -> None:
-        self._closing = True  # the context is going away: no more events
-        self.speaker.close()
+    def teardown(self) -> None:
+        """cleanup / shutdown: stop speaking, close the outputs and the playback threads."""
+        self._closing = True  # no more events from the playback threads
+        if self.speaker is not None:
+            self.speaker.close()
+        self.speaker = self.gate = None
 
 
 class _Listener(SpeakerListener):

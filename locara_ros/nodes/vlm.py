@@ -14,7 +14,6 @@ from typing import Any, Optional
 
 from builtin_interfaces.msg import Time
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
 from locara_ros.core import contract as C
@@ -31,7 +30,6 @@ from locara_ros.core.vision import (
 from locara_ros.core.worker import BoundedWorker, Policy
 from locara_ros.msg import VoiceEvent
 from locara_ros.nodes.common import (
-    announce_ready,
     declare,
     lower_thread_priority,
     publisher,
@@ -40,6 +38,7 @@ from locara_ros.nodes.common import (
     subscription,
 )
 from locara_ros.nodes.failover import backend_name, served_by, with_failover
+from locara_ros.nodes.managed import ManagedNode
 from locara_ros.srv import AskVision
 
 # Each held request blocks one executor thread while it waits, so max_queue is capped and the
@@ -82,10 +81,10 @@ _LIMITS = {
 }
 
 
-class VlmNode(Node):
+class VlmNode(ManagedNode):
     def __init__(self) -> None:
         super().__init__("vlm")
-        p = self._declare_parameters()
+        self._p = p = self._declare_parameters()
         self.max_pixels = int(p["max_pixels"])
         self.max_frame_age = float(p["max_frame_age"])
         self.max_question_chars = int(p["max_question_chars"])
@@ -100,7 +99,19 @@ class VlmNode(Node):
             raise ValueError("max_frame_age and request_timeout must be > 0")
         if not (p["subscribe_raw"] or p["subscribe_compressed"]):
             raise ValueError("subscribe_raw and subscribe_compressed are both false: no camera")
+        if p["fallback"] not in ("", "llama_cpp"):
+            raise ValueError(f"fallback must be '' or 'llama_cpp', got '{p['fallback']}'")
+        self._lock = threading.Lock()
+        self._latest: Optional[_Stored] = None
+        self._last_bad: Optional[tuple[str, float]] = None  # (reason, arrival)
+        self.frames_received = 0
+        self.frames_dropped = 0
+        self.model: Any = None
+        self._worker: Optional[BoundedWorker[_Job]] = None
 
+    def setup(self) -> tuple[str, float]:
+        """configure: load the model, subscribe the camera, offer vision/ask, start the worker."""
+        p = self._p
         t0 = time.monotonic()
         local = dict(model_path=p["model_path"], mmproj_path=p["mmproj_path"],
                      chat_handler=p["chat_handler"], n_ctx=p["n_ctx"], n_threads=p["n_threads"],
@@ -111,20 +122,12 @@ class VlmNode(Node):
             p["backend"], server_url=p["server_url"], api_key=p["api_key"],
             server_model=p["server_model"], server_timeout=p["server_timeout"], **local)
         if p["backend"] == "openai" and p["fallback"]:
-            if p["fallback"] != "llama_cpp":
-                raise ValueError(f"fallback must be '' or 'llama_cpp', got '{p['fallback']}'")
             events = publisher(self, C.VOICE_EVENTS, VoiceEvent)
             self.model = with_failover(self, events, "vlm", self.model,
                                        lambda: make_vision_model("llama_cpp", **local),
                                        probe=self.model.client.health,
                                        retry_interval=float(p["retry_interval"]))
         load_seconds = time.monotonic() - t0
-
-        self._lock = threading.Lock()
-        self._latest: Optional[_Stored] = None
-        self._last_bad: Optional[tuple[str, float]] = None  # (reason, arrival)
-        self.frames_received = 0
-        self.frames_dropped = 0
 
         camera_group = MutuallyExclusiveCallbackGroup()
         if p["subscribe_raw"]:
@@ -135,13 +138,13 @@ class VlmNode(Node):
                          callback_group=camera_group)
         service(self, C.VISION_ASK, AskVision, self._on_ask,
                 callback_group=ReentrantCallbackGroup())
-        # last, so a failing constructor leaves no thread behind. A request counts against
+        # last, so a failing configure leaves no thread behind. A request counts against
         # max_queue until it is answered; one more is refused as busy.
-        self._worker: BoundedWorker[_Job] = BoundedWorker(
+        self._worker = BoundedWorker(
             "vlm-worker", self.max_queue, Policy.REFUSE_NEWEST, self._serve, count_serving=True,
             on_start=lambda: self.get_logger().info(
                 f"model worker: {lower_thread_priority(self.worker_nice)}"))
-        announce_ready(self, f"vlm ({backend_name(self.model)})", load_seconds)
+        return f"vlm ({backend_name(self.model)})", load_seconds
 
     def _declare_parameters(self) -> dict[str, Any]:
         d = [
@@ -237,7 +240,10 @@ class VlmNode(Node):
             return self._fail(response, stale)
         max_tokens = int(request.max_tokens) or self.default_max_tokens
         job = _Job(question, min(max_tokens, self.max_tokens_limit), stored)
-        if not self._worker.submit(job):
+        worker = self._worker
+        if worker is None:
+            return self._fail(response, f"node is {self.state_label()}, not active")
+        if not worker.submit(job):
             return self._fail(response, f"busy: {self.max_queue} requests queued "
                                         f"(max {self.max_queue})")
         if not job.done.wait(self.request_timeout):
@@ -297,13 +303,19 @@ class VlmNode(Node):
             return
         self.get_logger().error(f"vision/ask failed: {job.message}")
 
-    def close(self) -> None:
-        """Stop the worker (called by run_node before the node is destroyed)."""
+    def teardown(self) -> None:
+        """cleanup / shutdown: stop the worker (waiting requests are answered), free the model."""
         def shutting_down(job: _Job) -> None:
             job.message = "shutting down"
             job.done.set()
-        self._worker.close(timeout=30.0, unserved=shutting_down)
-        self.model.close()
+        if self._worker is not None:
+            self._worker.close(timeout=30.0, unserved=shutting_down)
+            self._worker = None
+        if self.model is not None:
+            self.model.close()
+            self.model = None
+        with self._lock:
+            self._latest = None
 
 
 def main(args=None) -> int:

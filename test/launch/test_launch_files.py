@@ -89,6 +89,17 @@ def test_on_robot_hears_the_sample_and_commands(ros):
     described = run("ros2", "param", "describe", "--timeout", "30", "/command_parser",
                     "templates")
     assert described.returncode == 0 and "sentence templates" in described.stdout, described
+    # The model nodes are lifecycle nodes, configured and activated by themselves at start-up
+    # (autostart); `ros2 lifecycle` drives them like any managed node.
+    for name in ("/asr", "/command_parser", "/tts"):
+        got = run("ros2", "lifecycle", "get", "--no-daemon", "--spin-time", "10", name)
+        assert got.returncode == 0 and got.stdout.strip() == "active [3]", (name, got)
+    for transition, label in (("deactivate", "inactive [2]"), ("activate", "active [3]")):
+        done = run("ros2", "lifecycle", "set", "--no-daemon", "--spin-time", "10", "/tts",
+                   transition)
+        assert done.returncode == 0 and "successful" in done.stdout.lower(), done
+        got = run("ros2", "lifecycle", "get", "--no-daemon", "--spin-time", "10", "/tts")
+        assert got.stdout.strip() == label, got
     node = ros.node("launch_test_talker")
     pub = node.create_publisher(Transcript, "/voice/transcript", RELIABLE_QOS)
     wait_until(lambda: pub.get_subscription_count() >= 2, 30, what="the graph's subscribers")

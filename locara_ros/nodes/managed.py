@@ -1,0 +1,236 @@
+"""Lifecycle (managed) nodes: the model nodes load in configure and serve only while active.
+
+`ManagedNode` is an ``rclpy.lifecycle.Node`` (the API Humble has) with one rule for every model
+node (asr, command_parser, tts, vlm):
+
+* the constructor only declares and validates parameters (cheap: `ros2 param` works at once);
+* **configure** runs the node's ``setup()``: loads the models (a failure fails the transition and
+  logs the file and the reason), creates publishers, subscriptions, services, timers and starts
+  the worker threads;
+* **activate** opens the gate: until then (and after **deactivate**) incoming messages are
+  dropped, counted and logged once, service calls are answered ``success=false`` with the state,
+  and timers do nothing; the ready log line (with the load time) is written on activation;
+* a callback that raises is logged (throttled) and, for a service, answered ``success=false``
+  with the error: an exception out of a callback would end rclpy's executor and the node;
+* **cleanup** (and **shutdown**) runs the node's ``teardown()`` (stops workers, frees the models)
+  and destroys everything ``setup()`` created, so configure can run again.
+
+With the ``autostart`` parameter (default true) the node configures and activates itself as soon
+as it is built, so ``ros2 launch``, ``ros2 run`` and the tests get a working node without a
+lifecycle manager; a failed configure then exits the process with code 1 and the reason. With
+``autostart:=false`` the node waits in *unconfigured* for ``ros2 lifecycle set``.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from typing import Any, Callable
+
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import State, TransitionCallbackReturn
+
+from locara_ros.nodes.common import announce_ready, declare
+
+SUCCESS = TransitionCallbackReturn.SUCCESS
+FAILURE = TransitionCallbackReturn.FAILURE
+
+
+def _refuse(response: Any, message: str) -> Any:
+    if hasattr(response, "success"):
+        response.success = False
+    if hasattr(response, "message"):
+        response.message = message
+    return response
+
+
+class ManagedNode(LifecycleNode):
+    """Base of the model nodes. Subclasses implement ``setup()`` and ``teardown()``."""
+
+    def __init__(self, name: str) -> None:
+        self._tracking = False
+        self._entities: list[tuple[str, Any]] = []
+        self._gate_lock = threading.Lock()
+        self._active = False
+        self._refused_while_inactive = 0
+        self._callback_failures = 0
+        super().__init__(name)
+        self.autostart = bool(declare(
+            self, "autostart", True, "configure and activate at start-up (false: wait in "
+            "'unconfigured' for `ros2 lifecycle set <node> configure` / `activate`)"))
+        self.configured = False
+        self.configure_error = ""
+        self._ready: tuple[str, float | None] = (name, None)
+
+    # ---------------------------------------------------------------- what subclasses provide
+    def setup(self) -> tuple[str, float | None]:
+        """Load models, create the node's interfaces and threads; return (ready text, load s)."""
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        """Stop threads and free models (called once per successful or failed setup)."""
+
+    # ---------------------------------------------------------------- state
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    def state_label(self) -> str:
+        try:
+            return str(self._state_machine.current_state[1])
+        except Exception:  # noqa: BLE001 - only for messages
+            return "active" if self._active else "inactive"
+
+    def start(self) -> bool:
+        """autostart: configure, then activate. False (configure_error says why) on failure."""
+        if self.trigger_configure() != SUCCESS:
+            return False
+        if self.trigger_activate() != SUCCESS:
+            self.configure_error = self.configure_error or "activate failed"
+            return False
+        return True
+
+    # ---------------------------------------------------------------- transitions
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        t0 = time.monotonic()
+        self.configure_error = ""
+        self._tracking = True
+        try:
+            self._ready = self.setup()
+        except Exception as e:  # noqa: BLE001 - a failed load fails the transition with why
+            self.configure_error = str(e) or type(e).__name__
+            self.get_logger().error(f"configure failed: {self.configure_error}")
+            self._tracking = False
+            self._release()
+            return FAILURE
+        finally:
+            self._tracking = False
+        self.configured = True
+        self.get_logger().info(f"configured in {time.monotonic() - t0:.2f} s "
+                               f"(state inactive until activate)")
+        return SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        with self._gate_lock:
+            self._active = True
+        what, load_seconds = self._ready
+        announce_ready(self, what, load_seconds)
+        return SUCCESS
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        with self._gate_lock:
+            self._active = False
+        self.get_logger().info("deactivated: input is dropped and calls are refused until "
+                               "activate")
+        return SUCCESS
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info("cleaned up: models freed (configure loads them again)")
+        return SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._release()
+        return SUCCESS
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        self._release()
+        return SUCCESS
+
+    def close(self) -> None:
+        """run_node's last call: free what is still loaded (idempotent)."""
+        self._release()
+
+    def _release(self) -> None:
+        with self._gate_lock:
+            self._active = False
+        if self.configured or self._entities:
+            try:
+                self.teardown()
+            except Exception as e:  # noqa: BLE001 - a partial setup may not tear down cleanly
+                self.get_logger().warning(f"teardown: {type(e).__name__}: {e}")
+        self.configured = False
+        entities, self._entities = self._entities, []
+        for kind, entity in reversed(entities):
+            try:
+                getattr(self, f"destroy_{kind}")(entity)
+            except Exception:  # noqa: BLE001 - the context may already be gone at exit
+                pass
+
+    # ---------------------------------------------------------------- gated interfaces
+    def _note_inactive(self, what: str) -> None:
+        self._refused_while_inactive += 1
+        self.get_logger().warning(
+            f"{what} while {self.state_label()}: ignored ({self._refused_while_inactive} so far; "
+            f"`ros2 lifecycle set {self.get_name()} activate`)", throttle_duration_sec=5.0)
+
+    def _failed(self, what: str, e: Exception) -> str:
+        """A callback raised: log it (throttled) and keep the node running. An exception out of
+        a callback would end rclpy's executor, and with it the node."""
+        self._callback_failures += 1
+        text = f"{what} failed: {type(e).__name__}: {e}"
+        self.get_logger().error(f"{text} ({self._callback_failures} callback failure(s) so far)",
+                                throttle_duration_sec=2.0)
+        return text
+
+    def _gate(self, kind: str, name: str, callback: Callable) -> Callable:
+        if kind == "service":
+            @functools.wraps(callback)
+            def serve(request: Any, response: Any) -> Any:
+                if not self._active:
+                    self._note_inactive(f"call to {name}")
+                    return _refuse(response, f"node {self.get_name()} is "
+                                             f"{self.state_label()}, not active")
+                try:
+                    return callback(request, response)
+                except Exception as e:  # noqa: BLE001 - answered, never fatal
+                    return _refuse(response, self._failed(f"call to {name}", e))
+            return serve
+        if kind == "timer":
+            @functools.wraps(callback)
+            def tick() -> None:
+                if self._active:
+                    try:
+                        callback()
+                    except Exception as e:  # noqa: BLE001 - logged, never fatal
+                        self._failed("timer", e)
+            return tick
+
+        @functools.wraps(callback)
+        def receive(msg: Any) -> None:
+            if not self._active:
+                self._note_inactive(f"message on {name}")
+                return
+            try:
+                callback(msg)
+            except Exception as e:  # noqa: BLE001 - logged, never fatal
+                self._failed(f"message on {name}", e)
+        return receive
+
+    def _track(self, kind: str, entity: Any) -> Any:
+        if getattr(self, "_tracking", False):
+            self._entities.append((kind, entity))
+        return entity
+
+    def create_subscription(self, msg_type, topic, callback, *args, **kw):
+        if getattr(self, "_tracking", False):
+            callback = self._gate("subscription", topic, callback)
+        return self._track("subscription",
+                           super().create_subscription(msg_type, topic, callback, *args, **kw))
+
+    def create_service(self, srv_type, srv_name, callback, *args, **kw):
+        if getattr(self, "_tracking", False):
+            callback = self._gate("service", srv_name, callback)
+        return self._track("service",
+                           super().create_service(srv_type, srv_name, callback, *args, **kw))
+
+    def create_timer(self, period, callback, *args, **kw):
+        if getattr(self, "_tracking", False):
+            callback = self._gate("timer", "", callback)
+        return self._track("timer", super().create_timer(period, callback, *args, **kw))
+
+    def create_publisher(self, *args, **kw):
+        return self._track("publisher", super().create_publisher(*args, **kw))
+
+    def create_client(self, *args, **kw):
+        return self._track("client", super().create_client(*args, **kw))

@@ -1,0 +1,106 @@
+"""The model nodes are lifecycle nodes: driven through their states by lifecycle_msgs services.
+
+Uses the tts node (the quickest model node to load: the packaged Piper voice) as a real process;
+asr, command_parser and vlm share the same base (locara_ros.nodes.managed.ManagedNode), and the
+launch tests check `ros2 lifecycle get` on a launched graph.
+"""
+from __future__ import annotations
+
+import pytest
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from locara_ros.core import contract as C
+from locara_ros.msg import VoiceEvent
+from locara_ros.nodes.common import EVENTS_QOS, RELIABLE_QOS
+from locara_ros.testing.processes import READY_MARKER, NodeProcess
+
+pytestmark = pytest.mark.slow
+
+
+class Lifecycle:
+    def __init__(self, ros, node_name: str) -> None:
+        self.ros = ros
+        node = ros.node(f"lifecycle_test_{node_name}")
+        self.get = node.create_client(GetState, f"/{node_name}/get_state")
+        self.change = node.create_client(ChangeState, f"/{node_name}/change_state")
+        for c in (self.get, self.change):
+            assert c.wait_for_service(timeout_sec=30), f"{c.srv_name} not offered"
+
+    def state(self) -> int:
+        return self.ros.call(self.get, GetState.Request(), timeout=10).current_state.id
+
+    def transition(self, transition_id: int, timeout: float = 120.0) -> bool:
+        req = ChangeState.Request(transition=Transition(id=transition_id))
+        return self.ros.call(self.change, req, timeout=timeout).success
+
+
+def _start(procs, **params) -> NodeProcess:
+    base = {"play_on_device": False, "autostart": False}
+    base.update(params)
+    proc = NodeProcess.node("tts", log_dir=procs.log_dir, params=base)
+    procs.add(proc).start()
+    proc.wait_for_output("waiting in 'unconfigured'", timeout=60)
+    return proc
+
+
+def test_tts_goes_through_its_states_and_serves_only_when_active(ros, procs):
+    proc = _start(procs)
+    life = Lifecycle(ros, "tts")
+    node = ros.node("lifecycle_test_client")
+    stop = node.create_client(Trigger, C.STOP_SPEAKING.name)
+    say = node.create_publisher(String, C.SAY.name, RELIABLE_QOS)
+    events = ros.collect(node, VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
+    assert life.state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert not stop.wait_for_service(timeout_sec=1.0), "voice/stop offered before configure"
+
+    assert life.transition(Transition.TRANSITION_CONFIGURE)
+    assert life.state() == State.PRIMARY_STATE_INACTIVE
+    assert READY_MARKER not in proc.output(), "ready before activate"
+    assert stop.wait_for_service(timeout_sec=30)
+    refused = ros.call(stop, Trigger.Request(), timeout=10)
+    assert not refused.success and "inactive" in refused.message, refused
+
+    assert life.transition(Transition.TRANSITION_ACTIVATE)
+    assert life.state() == State.PRIMARY_STATE_ACTIVE
+    proc.wait_for_output(READY_MARKER, timeout=10)
+    assert ros.call(stop, Trigger.Request(), timeout=10).success
+    ros.wait_for_subscribers(say, timeout=15)
+    say.publish(String(data="I am active."))
+    events.wait_for(1, timeout=30, where=lambda e: e.type == VoiceEvent.SPEAKING_STARTED)
+
+    # deactivate: input is ignored; cleanup frees the voice; configure + activate serve again
+    assert life.transition(Transition.TRANSITION_DEACTIVATE)
+    assert life.state() == State.PRIMARY_STATE_INACTIVE
+    assert not ros.call(stop, Trigger.Request(), timeout=10).success
+    assert life.transition(Transition.TRANSITION_CLEANUP)
+    assert life.state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert life.transition(Transition.TRANSITION_CONFIGURE)
+    assert life.transition(Transition.TRANSITION_ACTIVATE)
+    assert ros.call(stop, Trigger.Request(), timeout=10).success
+    assert proc.alive
+    assert life.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
+    assert life.state() == State.PRIMARY_STATE_FINALIZED
+
+
+def test_a_failed_load_fails_configure_with_the_file_and_the_reason(ros, procs, tmp_path):
+    missing = tmp_path / "no-such-voice.onnx"
+    proc = _start(procs, voice=str(missing))
+    life = Lifecycle(ros, "tts")
+    assert not life.transition(Transition.TRANSITION_CONFIGURE)
+    assert life.state() == State.PRIMARY_STATE_UNCONFIGURED  # and it can be tried again
+    line = proc.wait_for_output(r"configure failed: .*", timeout=10).group(0)
+    assert str(missing) in line, line
+    assert proc.alive
+
+
+def test_autostart_exits_with_the_reason_when_the_load_fails(procs, tmp_path):
+    missing = tmp_path / "no-such-voice.onnx"
+    proc = NodeProcess.node("tts", log_dir=procs.log_dir,
+                            params={"play_on_device": False, "voice": str(missing)})
+    procs.add(proc).start()
+    assert proc.proc.wait(timeout=60) == 1
+    assert "start-up failed" in proc.output()
+    assert str(missing) in proc.output()
