@@ -15,23 +15,15 @@ from __future__ import annotations
 
 import os
 import secrets
-import threading
 import time
 from typing import Any
 
 import numpy as np
 from audio_common_msgs.msg import AudioData, AudioDataStamped, AudioInfo
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
 
 from locara_ros.core import contract as C
-from locara_ros.core.audio import (
-    AudioFormat,
-    AudioFormatError,
-    StampedResampler,
-    decode,
-    to_mono,
-)
+from locara_ros.core.audio import AudioFormatError
 from locara_ros.core.backends.asr import (
     ChatAudioTranscriber,
     FasterWhisperTranscriber,
@@ -41,6 +33,7 @@ from locara_ros.core.backends.asr import (
 )
 from locara_ros.core.backends.failover import Failover
 from locara_ros.core.backends.openai_http import OpenAIClient, ServerConfig
+from locara_ros.core.mic_input import MicDecoder, VadFeed, parse_info
 from locara_ros.core.models import resolve_whisper
 from locara_ros.core.recognizer import (
     Event,
@@ -59,10 +52,8 @@ from locara_ros.core.vad import (
     SileroVad,
     VadConfig,
 )
-from locara_ros.core.worker import BoundedQueue, Empty, Policy
 from locara_ros.msg import Transcript, VoiceEvent
 from locara_ros.nodes.common import (
-    announce_ready,
     declare,
     ns_to_stamp,
     publisher,
@@ -72,10 +63,7 @@ from locara_ros.nodes.common import (
     voice_event,
 )
 from locara_ros.nodes.failover import backend_name, served_by, with_failover
-
-_RESET = object()  # queue marker: the audio format changed, end the utterance and start over
-PCM_CODINGS = ("", "wave", "wav", "pcm", "raw", "s16le")
-
+from locara_ros.nodes.managed import ManagedNode
 
 # Parameter ranges (inclusive) and allowed words; a value outside stops the node at start-up.
 _LIMITS = {
@@ -99,12 +87,19 @@ _CHOICES = {
 }
 
 
-class AsrNode(Node):
+class AsrNode(ManagedNode):
     def __init__(self) -> None:
         super().__init__("asr")
-        p = self._declare_parameters()
-        self.frame_id_default = p["frame_id"]
+        self._p = self._declare_parameters()
+        self.frame_id_default = self._p["frame_id"]
+        self.transcriber: Transcriber | None = None
+        self.recognizer: StreamingRecognizer | None = None
+        self.feed: VadFeed | None = None
 
+    def setup(self) -> tuple[str, float]:
+        """configure: load Whisper and the VAD, subscribe the mic, start the VAD and recognizer
+        threads."""
+        p = self._p
         self.events_pub = publisher(self, C.VOICE_EVENTS, VoiceEvent)
         t0 = time.monotonic()
         self.transcriber = self._make_transcriber(p)
@@ -121,25 +116,12 @@ class AsrNode(Node):
         load_seconds = time.monotonic() - t0
 
         # Echo hook (locara_ros.core.echo, optional): cleans mic audio before VAD and ASR.
-        self.echo = None
-        self._echo_lock = threading.Lock()
+        echo = None
         if p["echo_mode"] != "off":
             from locara_ros.core.echo import EchoGuard
-            self.echo = EchoGuard(p["echo_mode"], sample_rate=SAMPLE_RATE)
-
+            echo = EchoGuard(p["echo_mode"], sample_rate=SAMPLE_RATE)
         # Audio input state (touched only by the microphone's callbacks, one at a time).
-        self._fmt: AudioFormat | None = AudioFormat(p["input_sample_rate"], 1, "S16LE")
-        self._fmt_problem = ""
-        self._resampler = StampedResampler(self._fmt.sample_rate, SAMPLE_RATE)
-        self._audio_seen = False
-        self._bad_chunks = 0
-        self._frame_id = self.frame_id_default
-        # the VAD must keep up with live audio: a full queue drops its oldest chunk (counted)
-        self._audio_q: BoundedQueue[Any] = BoundedQueue(
-            "asr-audio", max(10, p["queue_size"]), Policy.DROP_OLDEST,
-            on_drop=lambda _: self.get_logger().warn(
-                f"VAD queue full: {self._audio_q.counts.dropped} chunk(s) dropped",
-                throttle_duration_sec=5.0))
+        self.mic = MicDecoder(p["input_sample_rate"])
 
         # Utterances: VAD thread (feed) -> recognizer thread (locara_ros.core.recognizer).
         self.recognizer = StreamingRecognizer(
@@ -152,8 +134,10 @@ class AsrNode(Node):
                 stop_check_max_s=p["stop_check_max_s"]),
             self._on_recognizer, turn_end=self.turn_end, stop_check=self.stop_check,
             id_prefix=f"{self.get_name()}-{secrets.token_hex(2)}")
-        self._closing = threading.Event()
-
+        # mic callbacks -> bounded queue -> VAD thread [-> echo guard] -> recognizer
+        self.feed = VadFeed(self.recognizer, queue_size=p["queue_size"],
+                            stream_timeout=self.stream_timeout, echo=echo,
+                            now_ns=lambda: self.get_clock().now().nanoseconds)
         self.final_pub = publisher(self, C.TRANSCRIPT, Transcript)
         self.partial_pub = publisher(self, C.TRANSCRIPT_PARTIAL, Transcript)
         # The microphone has a callback group of its own: its chunks never wait behind the echo
@@ -163,18 +147,15 @@ class AsrNode(Node):
         subscription(self, C.AUDIO_MIC, AudioDataStamped, self._on_stamped, callback_group=mic)
         subscription(self, C.AUDIO_MIC_RAW, AudioData, self._on_raw,
                      name=p["audio_data_topic"], callback_group=mic)
-        if self.echo is not None:
-            self._tts_fmt = AudioFormat(22050, 1, "S16LE")
-            self._tts_resampler = StampedResampler(self._tts_fmt.sample_rate, SAMPLE_RATE)
+        if echo is not None:
             subscription(self, C.AUDIO_TTS_INFO, AudioInfo, self._on_tts_info)
             subscription(self, C.AUDIO_TTS, AudioDataStamped, self._on_tts)
             subscription(self, C.VOICE_EVENTS, VoiceEvent, self._on_event)
 
-        self._vad_thread = threading.Thread(target=self._vad_loop, name="asr-vad")
-        self._vad_thread.start()
+        self.feed.start()
         self.recognizer.start()
-        announce_ready(self, f"asr ({backend_name(self.transcriber)}, VAD {self.vad.path.name}, "
-                             f"echo {p['echo_mode']})", load_seconds)
+        return (f"asr ({backend_name(self.transcriber)}, VAD {self.vad.path.name}, echo "
+                f"{p['echo_mode']})", load_seconds)
 
     # ------------------------------------------------------------------ parameters
     def _declare_parameters(self) -> dict[str, Any]:
@@ -311,39 +292,14 @@ class AsrNode(Node):
 
     # ------------------------------------------------------------------ audio in (callbacks)
     def _on_info(self, msg: AudioInfo) -> None:
-        try:
-            coding = msg.coding_format.strip().lower()
-            if coding not in PCM_CODINGS:
-                raise AudioFormatError(f"coding_format '{msg.coding_format}' is not raw PCM "
-                                       "('wave')")
-            fmt = AudioFormat(int(msg.sample_rate), int(msg.channels),
-                              (msg.sample_format or "S16LE").strip().upper())
-        except AudioFormatError as e:
-            self._fmt, self._fmt_problem = None, str(e)
-            self.get_logger().error(f"audio/mic/info: {e}; audio is ignored until a supported "
-                                    "AudioInfo arrives")
-            self._reset_stream()
-            return
-        if fmt == self._fmt:
-            return
-        if self._audio_seen and self._fmt is not None:
-            self.get_logger().error(
-                f"audio format changed mid-stream: {self._describe(self._fmt)} -> "
-                f"{self._describe(fmt)}; ending the current utterance and continuing in the new "
-                "format")
-            self._reset_stream()
-        else:
-            self.get_logger().info(f"audio format: {self._describe(fmt)}")
-        self._fmt, self._fmt_problem = fmt, ""
-        self._resampler = StampedResampler(fmt.sample_rate, SAMPLE_RATE)
-
-    @staticmethod
-    def _describe(fmt: AudioFormat) -> str:
-        return f"{fmt.sample_rate} Hz {fmt.channels} ch {fmt.sample_format}"
-
-    def _reset_stream(self) -> None:
-        self._audio_seen = False
-        self._audio_q.put(_RESET)
+        r = self.mic.set_info(msg.coding_format, msg.sample_rate, msg.channels,
+                              msg.sample_format)
+        if r.changed and r.error:  # (rclpy: one severity per call site)
+            self.get_logger().error(r.message)
+        elif r.changed:
+            self.get_logger().info(r.message)
+        if r.restart:
+            self.feed.restart()
 
     def _on_stamped(self, msg: AudioDataStamped) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
@@ -354,108 +310,38 @@ class AsrNode(Node):
         self._on_audio(msg.data, self.get_clock().now().nanoseconds, "")
 
     def _on_audio(self, data: Any, stamp_ns: int, frame_id: str) -> None:
-        fmt = self._fmt
-        if fmt is None:
-            self.get_logger().error(f"audio dropped: {self._fmt_problem}",
-                                    throttle_duration_sec=5.0)
-            return
         try:
-            samples = decode(bytes(data), fmt)
-        except AudioFormatError as e:
-            self._bad_chunks += 1
-            self.get_logger().error(f"malformed audio chunk dropped ({e}); "
-                                    f"{self._bad_chunks} so far", throttle_duration_sec=2.0)
+            pieces = self.mic.decode(bytes(data), stamp_ns)
+        except AudioFormatError as e:  # two call sites: rclpy throttles each on its own
+            if self.mic.fmt is None:
+                self.get_logger().error(str(e), throttle_duration_sec=5.0)  # no usable format
+            else:
+                self.get_logger().error(str(e), throttle_duration_sec=2.0)  # a malformed chunk
             return
-        if samples.size == 0:
-            return
-        self._audio_seen = True
-        for mono, t_ns in self._resampler.process(to_mono(samples), stamp_ns):
-            self._audio_q.put((mono, t_ns, frame_id or self.frame_id_default))
+        for mono, t_ns in pieces:
+            self.feed.put(mono, t_ns, frame_id or self.frame_id_default)
 
     # ------------------------------------------------------------------ echo hook
     def _on_tts_info(self, msg: AudioInfo) -> None:
         try:
-            fmt = AudioFormat(int(msg.sample_rate), int(msg.channels),
-                              (msg.sample_format or "S16LE").strip().upper())
+            self.feed.set_reference_format(parse_info("", msg.sample_rate, msg.channels,
+                                                      msg.sample_format))
         except AudioFormatError as e:
             self.get_logger().error(f"audio/tts/info: {e}")
-            return
-        if fmt != self._tts_fmt:
-            self._tts_fmt = fmt
-            self._tts_resampler = StampedResampler(fmt.sample_rate, SAMPLE_RATE)
 
     def _on_tts(self, msg: AudioDataStamped) -> None:
         try:
-            x = to_mono(decode(bytes(msg.audio.data), self._tts_fmt))
+            self.feed.reference(bytes(msg.audio.data), stamp_to_ns(msg.header.stamp)
+                                or self.get_clock().now().nanoseconds)
         except AudioFormatError as e:
             self.get_logger().error(f"audio/tts chunk dropped: {e}", throttle_duration_sec=5.0)
-            return
-        t_ns = stamp_to_ns(msg.header.stamp) or self.get_clock().now().nanoseconds
-        with self._echo_lock:
-            for ref, t in self._tts_resampler.process(x, t_ns):
-                self.echo.on_reference(ref, t)
 
     def _on_event(self, msg: VoiceEvent) -> None:
         if msg.type in (VoiceEvent.SPEAKING_STARTED, VoiceEvent.SPEAKING_STOPPED):
-            with self._echo_lock:
-                if msg.type == VoiceEvent.SPEAKING_STOPPED:
-                    # the resampler's last samples: the mic audio up to the stop waits for them
-                    for ref, t in self._tts_resampler.flush():
-                        self.echo.on_reference(ref, t)
-                self.echo.on_speaking(msg.type == VoiceEvent.SPEAKING_STARTED,
-                                      stamp_to_ns(msg.header.stamp))
-                summary = self.echo.summary()
+            summary = self.feed.speaking(msg.type == VoiceEvent.SPEAKING_STARTED,
+                                         stamp_to_ns(msg.header.stamp))
             if msg.type == VoiceEvent.SPEAKING_STOPPED:
                 self.get_logger().info(f"robot stopped speaking; {summary}")
-
-    # ------------------------------------------------------------------ VAD thread
-    def _vad_loop(self) -> None:
-        # `waited`: seconds this loop has waited for audio while awake. Only that counts toward
-        # stream_timeout: a process descheduled for a second on a busy machine finds its queue
-        # empty when it wakes (the callbacks have not run yet), and the audio did not stop.
-        waited, last = 0.0, time.monotonic()
-        while not self._closing.is_set():
-            # mic audio held for its echo reference is released within ref_wait_ms
-            holding = self.echo is not None and self.echo.holding
-            try:
-                item = self._audio_q.get(timeout=0.01 if holding else 0.1)
-            except Empty:
-                now = time.monotonic()
-                waited += min(now - last, 0.2)
-                last = now
-                if holding:
-                    self._feed_vad(None, 0)
-                elif self.recognizer.speaking and waited > self.stream_timeout:
-                    self.get_logger().warn(
-                        f"no audio for {waited:.1f} s mid-utterance: ending it (stream_timeout)")
-                    self.recognizer.flush("audio stopped")
-                continue
-            waited, last = 0.0, time.monotonic()
-            try:
-                if item is _RESET:
-                    self.recognizer.flush("audio format changed")
-                    self.recognizer.reset()
-                    continue
-                samples, stamp_ns, frame_id = item
-                self._frame_id = frame_id
-                self._feed_vad(samples, stamp_ns)
-            except Exception as e:  # noqa: BLE001 - the VAD thread must survive anything
-                self.get_logger().error(f"VAD failed on a chunk: {type(e).__name__}: {e}",
-                                        throttle_duration_sec=5.0)
-
-    def _feed_vad(self, samples: np.ndarray | None, stamp_ns: int) -> None:
-        """Mic audio -> [echo guard] -> VAD. With echo cancelling, a chunk goes on once the
-        robot's reference for it has arrived (EchoGuard.feed), so it may come out later."""
-        if self.echo is None:
-            if samples is not None:
-                self.recognizer.feed(samples, stamp_ns, self._frame_id)
-            return
-        now = self.get_clock().now().nanoseconds
-        with self._echo_lock:
-            ready = (self.echo.feed(samples, stamp_ns, now) if samples is not None
-                     else self.echo.poll(now))
-        for cleaned, t_ns in ready:
-            self.recognizer.feed(cleaned, t_ns, self._frame_id)
 
     # ------------------------------------------------------------------ recognizer events
     def _on_recognizer(self, ev: Event) -> None:
@@ -509,11 +395,15 @@ class AsrNode(Node):
         return msg
 
     # ------------------------------------------------------------------ shutdown
-    def close(self) -> None:
-        self._closing.set()
-        self._vad_thread.join(10.0)
-        self.recognizer.close()
-        self.transcriber.close()
+    def teardown(self) -> None:
+        """cleanup / shutdown: stop the VAD and recognizer threads, free the models."""
+        if self.feed is not None:
+            self.feed.close()
+        if self.recognizer is not None:
+            self.recognizer.close()
+        if self.transcriber is not None:
+            self.transcriber.close()
+        self.feed = self.recognizer = self.transcriber = None
 
 
 def main(args=None) -> int:
