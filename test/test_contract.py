@@ -19,6 +19,13 @@ def test_readme_interface_table_is_the_contract():
         "python -c 'from locara_ros.core import contract; print(contract.markdown_table())'")
 
 
+def test_readme_parameter_names_table_is_core_naming():
+    from locara_ros.core import naming
+    assert naming.markdown_table() in README.read_text(), (
+        "README's parameter names table differs from locara_ros.core.naming; paste the output of "
+        "python -c 'from locara_ros.core import naming; print(naming.markdown_table())'")
+
+
 def test_every_endpoint_names_a_real_interface_once():
     names = [e.name for e in contract.ALL]
     assert len(names) == len(set(names))

@@ -98,6 +98,7 @@ def test_command_parser_fails_over_to_local_llm_and_back(ros, procs):
     server, url = servers.llama_server(procs.log_dir)
     procs.add(server)
     procs.start(NodeProcess.node("command_parser", log_dir=procs.log_dir, params={
+    # the old names (n_threads, request_timeout_s, service_timeout_s) on purpose: they still work
         "backend": "openai", "server_url": url, "fallback": "llama_cpp", "n_threads": 1,
         "templates": False,  # every request goes to a model: the one that answers is the point
         "request_timeout_s": 60.0, "generation_timeout_s": 90.0, "retry_interval": 1.0}),

@@ -62,3 +62,27 @@ def test_nonsense_at_start_up_stops_the_node_with_the_reason(procs, node, params
     with pytest.raises(RuntimeError, match=named):
         procs.start(proc, ready_timeout=60)
     assert proc.proc.returncode == 1
+
+
+def test_shared_names_are_declared_and_old_names_still_work(ros, procs):
+    """Every parameter of the naming table (locara_ros.core.naming) is declared by the nodes it
+    lists; a renamed one given under its old name is used, with a warning naming the new one."""
+    from rcl_interfaces.srv import GetParameters, ListParameters
+
+    from locara_ros.core import naming
+    asr = procs.start(NodeProcess.node("asr", log_dir=procs.log_dir, params={"device": "auto"}))
+    asr.wait_for_output(r"parameter device was renamed compute_device: using device='auto'")
+    node = ros.node("param_names_client")
+    listed = ros.call(node.create_client(ListParameters, "/asr/list_parameters"),
+                      ListParameters.Request(), timeout=15).result.names
+    assert set(naming.names_of("asr")) <= set(listed), set(naming.names_of("asr")) - set(listed)
+    got = ros.call(node.create_client(GetParameters, "/asr/get_parameters"),
+                   GetParameters.Request(names=["compute_device", "device"]), timeout=15)
+    assert [v.string_value for v in got.values] == ["auto", "auto"]
+    tts = procs.start(NodeProcess.node("tts", log_dir=procs.log_dir,
+                                       params={"play_on_device": False}))
+    listed = ros.call(node.create_client(ListParameters, "/tts/list_parameters"),
+                      ListParameters.Request(), timeout=15).result.names
+    assert set(naming.names_of("tts")) <= set(listed), set(naming.names_of("tts")) - set(listed)
+    assert asr.alive and tts.alive
+

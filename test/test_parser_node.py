@@ -30,7 +30,7 @@ def parser_node(ros_domain, tmp_path_factory):
     group = ProcessGroup(str(tmp_path_factory.mktemp("parser_logs")))
     proc = group.start(NodeProcess.node(
         "command_parser", log_dir=group.log_dir,
-        params={"n_threads": 1, "generation_timeout_s": 120.0, "service_timeout_s": 200.0,
+        params={"threads": 1, "generation_timeout_s": 120.0, "request_timeout": 200.0,
                 "vision_timeout_s": 5.0}), ready_timeout=300)
     yield proc, group
     group.stop_all()

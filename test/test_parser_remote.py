@@ -153,7 +153,7 @@ def remote_parser(procs, stand_in):
     proc = procs.start(NodeProcess.node(
         "command_parser", log_dir=procs.log_dir,
         params={"backend": "openai", "server_url": stand_in.url, "server_model": "stand-in",
-                "response_format": "json_schema", "request_timeout_s": 2.0,
+                "response_format": "json_schema", "server_timeout": 2.0,
                 "generation_timeout_s": 3.0,
                 # the model's own reply streams (so a barge-in can cut it)
                 "reply_source": "model"}), ready_timeout=60)
@@ -288,8 +288,8 @@ def test_real_openai_compatible_server_with_smollm2(ros, procs):
         params={"backend": "openai", "server_url": f"http://127.0.0.1:{port}/v1",
                 "templates": False,  # every request goes to the server
                 "response_format": "auto", "generation_timeout_s": 170.0,
-                "service_timeout_s": 200.0,
-                "request_timeout_s": 170.0}), ready_timeout=60)
+                "request_timeout": 200.0,
+                "server_timeout": 170.0}), ready_timeout=60)
     node = ros.node("real_server_test")
     client = node.create_client(ParseCommand, C.PARSE.name)
     res = ros.call(client, ParseCommand.Request(text="go to the kitchen"), timeout=180)

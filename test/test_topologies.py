@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slow
 # A replayed file has no loudspeaker in the loop (nothing to cancel); a random VLM's words are
 # noise, so keep them short.
 OVERRIDES = {"asr": {"echo_mode": "off"}, "vlm": {"max_tokens": 8},
-             "command_parser": {"n_threads": 1}}
+             "command_parser": {"threads": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def test_off_board_http_with_real_servers_and_failover(ros, procs, tmp_path, tin
     Camera(ros)
     # Both servers share this machine's 2 cores with the robot's nodes: allow slow answers (on a
     # real LAN server the config's 10 s is ample). A dead server is still detected at once.
-    overrides = dict(OVERRIDES, command_parser={"n_threads": 1, "request_timeout_s": 120.0,
+    overrides = dict(OVERRIDES, command_parser={"threads": 1, "server_timeout": 120.0,
                                                 "generation_timeout_s": 150.0})
     start_topology(procs, specs, overrides=overrides)
 

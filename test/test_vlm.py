@@ -41,7 +41,7 @@ def tiny_vlm(tmp_path_factory):
 def vlm_params(tiny_vlm, **extra):
     text, mmproj, handler = tiny_vlm
     params = {"model_path": str(text), "mmproj_path": str(mmproj), "chat_handler": handler,
-              "n_threads": 1, "n_ctx": 4096, "max_tokens": 16}
+              "threads": 1, "n_ctx": 4096, "max_tokens": 16}
     params.update(extra)
     return params
 

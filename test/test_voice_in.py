@@ -430,7 +430,7 @@ def test_a_spoken_stop_word_stops_the_robot_before_the_utterance_ends(ros, procs
 
     from locara_ros.msg import RobotCommand
     procs.start(NodeProcess.node("command_parser", log_dir=procs.log_dir,
-                                 params={"n_threads": 1}), ready_timeout=300)
+                                 params={"threads": 1}), ready_timeout=300)
     listener = Listener(ros, "stop_check_listener")
     commands = ros.collect(listener.node, RobotCommand, C.COMMAND.name, RELIABLE_QOS)
     asr_node(procs, partial_interval=0.5, partial_min_speech_s=0.8)

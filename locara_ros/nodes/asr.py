@@ -171,7 +171,7 @@ class AsrNode(ManagedNode):
               "(/chat/completions with input_audio)")
         param("model", "tiny.en", "faster_whisper: 'tiny.en', 'base' or a CTranslate2 model dir")
         param("compute_type", "int8", "faster_whisper: CTranslate2 compute type")
-        param("device", "cpu", "faster_whisper: cpu, cuda or auto")
+        param("compute_device", "cpu", "faster_whisper: cpu, cuda or auto")
         param("beam_size", 1, "faster_whisper: beam size (1 = greedy, fastest)")
         param("threads", 0, "faster_whisper: CPU threads (0 = library default)")
         param("language", "auto", "ISO 639-1 code, or 'auto' to detect (.en models: always en)")
@@ -287,7 +287,7 @@ class AsrNode(ManagedNode):
         label = p["model"] if p["model"] in ("tiny.en", "base") else os.path.basename(
             str(path).rstrip("/"))
         return FasterWhisperTranscriber(path, label=label, compute_type=p["compute_type"],
-                                        device=p["device"], beam_size=p["beam_size"],
+                                        device=p["compute_device"], beam_size=p["beam_size"],
                                         cpu_threads=p["threads"], hotwords=p["hotwords"])
 
     # ------------------------------------------------------------------ audio in (callbacks)

@@ -13,7 +13,7 @@ Lanes (design.md 6.1, 6.3):
 * the model lane: what no rule decides goes to one worker thread through a bounded queue; a newer
   spoken request supersedes (cancels) older ones still waiting or generating;
 * voice/parse: rules answer at once; at most `parse_concurrency` calls wait for the model, more
-  are answered "busy" at once, and every call is answered within service_timeout_s.
+  are answered "busy" at once, and every call is answered within request_timeout.
 """
 from __future__ import annotations
 
@@ -105,13 +105,13 @@ class _ReplyStream:
 
 # Parameter ranges (inclusive); a value outside stops the node at start-up with the reason.
 _LIMITS = {
-    "n_ctx": (256, 131072), "n_threads": (0, 256), "request_timeout_s": (0.1, 3600.0),
+    "n_ctx": (256, 131072), "threads": (0, 256), "server_timeout": (0.1, 3600.0),
     "retry_interval": (0.1, 3600.0), "history_turns": (0, 100), "few_shot": (-1, 10000),
     "few_shot_similar": (0, 100), "min_action_prob": (0.0, 1.0), "reply_max_chars": (10, 10000),
     "max_tokens": (1, 8192), "temperature": (0.0, 2.0), "generation_timeout_s": (0.1, 3600.0),
     "vision_timeout_s": (0.1, 600.0), "vision_wait_s": (0.0, 600.0),
     "confirmation_timeout_s": (0.1, 3600.0),
-    "max_text_chars": (1, 100000), "queue_size": (1, 1000), "service_timeout_s": (0.1, 3600.0),
+    "max_text_chars": (1, 100000), "queue_size": (1, 1000), "request_timeout": (0.1, 3600.0),
     "parse_concurrency": (1, 64), "worker_nice": (0, 19), "stop_sounds_like": (0.0, 0.5),
 }
 
@@ -130,7 +130,7 @@ class CommandParserNode(ManagedNode):
         model_path = p("model_path", "", "GGUF file for llama_cpp; empty = packaged "
                        "SmolLM2-135M-Instruct")
         n_ctx = p("n_ctx", 2048, "llama_cpp context length in tokens")
-        n_threads = p("n_threads", 0, "llama_cpp CPU threads; 0 = llama.cpp's default")
+        n_threads = p("threads", 0, "llama_cpp CPU threads; 0 = llama.cpp's default")
         chat_format = p("chat_format", "", "llama_cpp chat format; empty = the GGUF's template")
         constrained = p("constrained", True, "llama_cpp: grammar-constrained decoding derived "
                         "from the schema")
@@ -148,7 +148,7 @@ class CommandParserNode(ManagedNode):
         response_format = p("response_format", "auto", "openai: json_schema, json_object, none "
                             "or auto (json_schema, falling back on refusal; the accepted format "
                             "is remembered)")
-        request_timeout = p("request_timeout_s", 30.0, "openai: connect/read timeout in seconds "
+        request_timeout = p("server_timeout", 30.0, "openai: connect/read timeout in seconds "
                             "(a server silent this long is taken as down)")
         fallback = p("fallback", "", "openai: local backend used while the server is "
                      "unreachable ('llama_cpp' with model_path; empty = none)")
@@ -195,7 +195,7 @@ class CommandParserNode(ManagedNode):
         )
         self.queue_size = max(1, int(p("queue_size", 4, "Requests waiting for the model; the "
                                        "oldest transcript is dropped when full")))
-        self.service_timeout = float(p("service_timeout_s", 60.0, "voice/parse answers "
+        self.service_timeout = float(p("request_timeout", 60.0, "voice/parse answers "
                                        "success=false after this many seconds"))
         self.parse_concurrency = max(1, int(p("parse_concurrency", 2, "voice/parse calls that "
                                               "may wait for the model at once; more are "

@@ -23,7 +23,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
 )
 
-from locara_ros.core import contract
+from locara_ros.core import contract, naming
 
 # A declared type that does not match the value given (the same class on every distro we run;
 # looked up so an rclpy without it still imports this module).
@@ -102,6 +102,21 @@ def declare(node: Node, name: str, default: Any, description: str, *,
     allowed strings. A bad value raises ``ValueError`` naming the parameter, the value and what
     is allowed, so the node stops at start-up with the reason.
     """
+    old = naming.renamed(getattr(node, "kind", node.get_name())).get(name)
+    if old is not None:  # renamed (locara_ros.core.naming): the old name still works
+        before = _declare(node, old, default, f"old name of `{name}` (still read; use `{name}`)",
+                          read_only, limits, choices)
+        # a value given only under the old name becomes the new one's (ros2 param get shows it)
+        value = _declare(node, name, before, description, read_only, limits, choices)
+        if before != default and value == before:
+            node.get_logger().warning(f"parameter {old} was renamed {name}: using {old}="
+                                      f"{before!r} (rename it in your parameters)")
+        return value
+    return _declare(node, name, default, description, read_only, limits, choices)
+
+
+def _declare(node: Node, name: str, default: Any, description: str, read_only: bool,
+             limits: tuple[float, float] | None, choices: Sequence[str] | None) -> Any:
     descriptor = ParameterDescriptor(description=description, read_only=read_only)
     if limits is not None:
         lo, hi = limits

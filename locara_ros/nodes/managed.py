@@ -55,6 +55,7 @@ class ManagedNode(LifecycleNode):
         self._refused_while_inactive = 0
         self._callback_failures = 0
         super().__init__(name)
+        self.kind = name  # the node's kind, whatever it is renamed to (core.naming)
         self.autostart = bool(declare(
             self, "autostart", True, "configure and activate at start-up (false: wait in "
             "'unconfigured' for `ros2 lifecycle set <node> configure` / `activate`)"))

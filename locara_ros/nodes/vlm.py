@@ -72,7 +72,7 @@ class _Job:
 
 # Parameter ranges (inclusive); a value outside stops the node at start-up with the reason.
 _LIMITS = {
-    "n_ctx": (512, 131072), "n_threads": (0, 256), "n_gpu_layers": (-1, 1000),
+    "n_ctx": (512, 131072), "threads": (0, 256), "n_gpu_layers": (-1, 1000),
     "server_timeout": (0.1, 3600.0), "retry_interval": (0.1, 3600.0), "image_size": (0, 8192),
     "jpeg_quality": (1, 100), "max_pixels": (1, 1_000_000_000), "temperature": (0.0, 2.0),
     "max_frame_age": (0.0, 3600.0),
@@ -114,7 +114,7 @@ class VlmNode(ManagedNode):
         p = self._p
         t0 = time.monotonic()
         local = dict(model_path=p["model_path"], mmproj_path=p["mmproj_path"],
-                     chat_handler=p["chat_handler"], n_ctx=p["n_ctx"], n_threads=p["n_threads"],
+                     chat_handler=p["chat_handler"], n_ctx=p["n_ctx"], n_threads=p["threads"],
                      n_gpu_layers=p["n_gpu_layers"], image_size=p["image_size"],
                      temperature=p["temperature"], system_prompt=p["system_prompt"],
                      jpeg_quality=p["jpeg_quality"])
@@ -154,7 +154,7 @@ class VlmNode(ManagedNode):
             ("chat_handler", "mtmd",
              f"llama_cpp prompt family: {', '.join(CHAT_HANDLERS)} (mtmd = model's template)"),
             ("n_ctx", 4096, "llama_cpp: context length in tokens (image tokens included)"),
-            ("n_threads", 0, "llama_cpp: CPU threads, 0 = min(8, CPU count)"),
+            ("threads", 0, "llama_cpp: CPU threads, 0 = min(8, CPU count)"),
             ("n_gpu_layers", 0, "llama_cpp: layers offloaded to the GPU (-1 = all; CUDA build)"),
             ("server_url", "", "openai: base URL, e.g. http://gpu-server:8080/v1"),
             ("api_key", "", "openai: bearer token, if the server wants one"),
