@@ -13,7 +13,7 @@ utterance, that result is the final, so the final follows the end-of-speech deci
 """
 from __future__ import annotations
 
-import os
+import dataclasses
 import secrets
 import time
 from typing import Any
@@ -25,16 +25,14 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from locara_ros.core import contract as C
 from locara_ros.core.audio import AudioFormatError
 from locara_ros.core.backends.asr import (
-    ChatAudioTranscriber,
     FasterWhisperTranscriber,
-    OpenAITranscriptionTranscriber,
     Transcriber,
     TranscriptionResult,
 )
+from locara_ros.core.backends import factory
 from locara_ros.core.backends.failover import Failover
-from locara_ros.core.backends.openai_http import OpenAIClient, ServerConfig
 from locara_ros.core.mic_input import MicDecoder, VadFeed, parse_info
-from locara_ros.core.models import resolve_whisper
+from locara_ros.core.settings.asr import AsrSettings
 from locara_ros.core.recognizer import (
     Event,
     Failed,
@@ -54,7 +52,7 @@ from locara_ros.core.vad import (
 )
 from locara_ros.msg import Transcript, VoiceEvent
 from locara_ros.nodes.common import (
-    declare,
+    declare_settings,
     ns_to_stamp,
     publisher,
     run_node,
@@ -64,28 +62,6 @@ from locara_ros.nodes.common import (
 )
 from locara_ros.nodes.failover import backend_name, served_by, with_failover
 from locara_ros.nodes.managed import ManagedNode
-
-# Parameter ranges (inclusive) and allowed words; a value outside stops the node at start-up.
-_LIMITS = {
-    "beam_size": (1, 16), "threads": (0, 256), "server_timeout": (0.1, 3600.0),
-    "retry_interval": (0.1, 3600.0), "partial_interval": (0.0, 10.0),
-    "partial_min_speech_s": (0.0, 30.0),
-    "chunk_seconds": (2.0, 30.0), "chunk_overlap": (0.0, 10.0), "speech_pad_ms": (0.0, 2000.0),
-    "vad_threshold": (0.01, 0.99), "vad_neg_threshold": (0.0, 0.99),
-    "vad_start_ms": (0.0, 2000.0), "vad_stop_ms": (32.0, 10000.0),
-    "turn_end_complete_ms": (32.0, 10000.0), "turn_end_incomplete_ms": (32.0, 10000.0),
-    "vad_min_speech_ms": (0.0, 10000.0), "vad_pre_roll_ms": (0.0, 5000.0),
-    "max_utterance_s": (1.0, 3600.0), "stream_timeout": (0.05, 60.0),
-    "input_sample_rate": (8000, 384000), "queue_size": (1, 100000),
-    "stop_check_max_s": (0.0, 10.0),
-}
-_CHOICES = {
-    "backend": ("faster_whisper", "openai", "chat_audio"),
-    "prime_with_schema": ("hotwords", "prompt", "off"),
-    "echo_mode": ("off", "reference", "half_duplex"),  # half_duplex: refused with its reason
-    "fallback": ("", "faster_whisper"),
-}
-
 
 class AsrNode(ManagedNode):
     def __init__(self) -> None:
@@ -102,7 +78,7 @@ class AsrNode(ManagedNode):
         p = self._p
         self.events_pub = publisher(self, C.VOICE_EVENTS, VoiceEvent)
         t0 = time.monotonic()
-        self.transcriber = self._make_transcriber(p)
+        self.transcriber = self._make_transcriber()
         self.vad = SileroVad(p["vad_model"])
         segmenter = Segmenter(self.vad, VadConfig(
             threshold=p["vad_threshold"], neg_threshold=p["vad_neg_threshold"],
@@ -159,83 +135,13 @@ class AsrNode(ManagedNode):
 
     # ------------------------------------------------------------------ parameters
     def _declare_parameters(self) -> dict[str, Any]:
-        d = {}
-
-        def param(name, default, description):
-            # everything here is read at start-up: read-only, so `ros2 param set` says so
-            d[name] = declare(self, name, default, description, limits=_LIMITS.get(name),
-                              choices=_CHOICES.get(name))
-
-        param("backend", "faster_whisper",
-              "faster_whisper (local), openai (/audio/transcriptions) or chat_audio "
-              "(/chat/completions with input_audio)")
-        param("model", "tiny.en", "faster_whisper: 'tiny.en', 'base' or a CTranslate2 model dir")
-        param("compute_type", "int8", "faster_whisper: CTranslate2 compute type")
-        param("compute_device", "cpu", "faster_whisper: cpu, cuda or auto")
-        param("beam_size", 1, "faster_whisper: beam size (1 = greedy, fastest)")
-        param("threads", 0, "faster_whisper: CPU threads (0 = library default)")
-        param("language", "auto", "ISO 639-1 code, or 'auto' to detect (.en models: always en)")
-        param("initial_prompt", "", "text that primes the recognizer (names, jargon)")
-        param("prime_with_schema", "hotwords", "give the recognizer the command schema's "
-              "words (places, objects, action and stop words): hotwords, prompt "
-              "(initial_prompt) or off")
-        param("schema_path", "", "command schema YAML (priming, end of turn from the words); "
-              "empty = the installed share/locara_ros/config/commands.yaml")
-        param("server_url", "", "openai/chat_audio: base URL, e.g. http://gpu:8000/v1")
-        param("api_key", "", "openai/chat_audio: bearer token (empty: none)")
-        param("server_model", "", "openai/chat_audio: model name sent to the server")
-        param("server_timeout", 30.0, "openai/chat_audio: seconds per request")
-        param("fallback", "", "openai/chat_audio: local backend used while the server is "
-              "unreachable ('faster_whisper' with `model`; empty = none)")
-        param("retry_interval", 5.0, "seconds between probes of an unreachable server")
-        param("chat_instruction", "", "chat_audio: instruction sent with the audio "
-                                      "(empty: ask for a verbatim transcript)")
-        param("partial_min_speech_s", 0.8, "no partial before this much speech: a short "
-                                           "utterance (a stop word) goes straight to the final, "
-                                           "which a running partial would delay")
-        param("stop_check_max_s", 2.0, "utterances of at most this many seconds get a quick "
-              "stop check at each silence (a short-window decode, ~100 ms on a CPU): a stop "
-              "phrase goes out as a partial before the full decode; 0 = off")
-        param("partial_interval", 0.5, "seconds from the end of one partial hypothesis to the "
-                                       "next (0 = no partials)")
-        param("chunk_seconds", 25.0, "utterances longer than this are transcribed in "
-                                     "overlapping chunks of this length")
-        param("chunk_overlap", 2.0, "seconds shared by consecutive chunks")
-        param("speech_pad_ms", 200.0, "silence appended after the last speech window for "
-                                     "recognition")
-        param("vad_model", "", "Silero VAD v6 ONNX path (empty: the one inside faster-whisper)")
-        param("vad_threshold", 0.5, "speech probability that starts or resumes speech")
-        param("vad_neg_threshold", 0.0, "probability below which a window is silence "
-                                         "(0 = threshold - 0.15)")
-        param("vad_start_ms", 96.0, "speech needed before SPEECH_STARTED")
-        param("vad_stop_ms", 400.0, "silence that ends an utterance (words not judged, or "
-                                    "neither complete nor trailing off)")
-        param("turn_end_complete_ms", 200.0, "silence that ends an utterance whose words so far "
-              "are a complete request (a sentence template matches, or a stop phrase)")
-        param("turn_end_incomplete_ms", 800.0, "silence that ends an utterance whose words "
-              "trail off mid-phrase ('go to the ...')")
-        param("vad_min_speech_ms", 200.0, "shorter utterances are discarded (empty final)")
-        param("vad_pre_roll_ms", 300.0, "audio kept before the speech start")
-        param("max_utterance_s", 60.0, "an utterance is ended after this many seconds")
-        param("stream_timeout", 1.0, "end an utterance when no audio arrives for this long [s]")
-        param("input_sample_rate", 16000, "S16LE mono rate assumed until audio/mic/info arrives")
-        param("audio_data_topic", C.AUDIO_MIC_RAW.name, "topic for unstamped AudioData")
-        param("queue_size", 500, "audio chunks buffered between callbacks and the VAD thread")
-        param("echo_mode", "off", "off or reference: cancel the robot's own voice using audio/tts "
-                                  "(see locara_ros.core.echo)")
-        param("frame_id", "", "frame_id for transcripts when the audio carries none")
-        if d["echo_mode"] == "half_duplex":
-            raise ValueError("echo_mode 'half_duplex' was removed: use 'reference' (it gates the "
-                             "mic the same way until it has learned the echo path)")
-        if d["echo_mode"] not in ("off", "reference"):
-            raise ValueError(f"echo_mode '{d['echo_mode']}' is not off or reference")
-        lang = str(d["language"]).strip().lower()
-        self.language = None if lang in ("", "auto") else lang
-        self.prompt = d["initial_prompt"]
+        """Declare the parameters (core.settings.asr); derive the priming and the end of turn
+        from the command schema."""
+        cfg = self.cfg = declare_settings(self, AsrSettings)
+        d = dataclasses.asdict(cfg)
+        self.language = cfg.language_code
+        self.prompt = cfg.initial_prompt
         self.hotwords = ""
-        if d["prime_with_schema"] not in ("hotwords", "prompt", "off"):
-            raise ValueError(f"prime_with_schema must be hotwords, prompt or off, got "
-                             f"'{d['prime_with_schema']}'")
         from locara_ros.core.command_schema import load_schema
         from locara_ros.core.intents import recognizer_prompt
         from locara_ros.core.turns import TurnEnd
@@ -256,39 +162,12 @@ class AsrNode(ManagedNode):
         self.stream_timeout = float(d["stream_timeout"])
         return d
 
-    def _make_transcriber(self, p: dict[str, Any]) -> Transcriber:
-        backend = p["backend"]
-        p = dict(p, hotwords=self.hotwords)
-        if backend == "faster_whisper":
-            return self._local_transcriber(p)
-        if backend in ("openai", "chat_audio"):
-            if not p["server_url"]:
-                raise ValueError(f"backend '{backend}' needs the server_url parameter "
-                                 "(e.g. http://gpu-server:8000/v1)")
-            client = OpenAIClient(ServerConfig(base_url=p["server_url"], api_key=p["api_key"],
-                                               model=p["server_model"],
-                                               timeout=float(p["server_timeout"])))
-            if backend == "openai":
-                remote: Transcriber = OpenAITranscriptionTranscriber(client,
-                                                                     model=p["server_model"])
-            else:
-                remote = ChatAudioTranscriber(client, model=p["server_model"],
-                                              instruction=p["chat_instruction"])
-            if p["fallback"] not in ("", "faster_whisper"):
-                raise ValueError(f"fallback '{p['fallback']}' is not '' or 'faster_whisper'")
-            make_fallback = (lambda: self._local_transcriber(p)) if p["fallback"] else None
-            return with_failover(self, self.events_pub, "asr", remote, make_fallback,
-                                 probe=client.health, retry_interval=p["retry_interval"])
-        raise ValueError(f"backend '{backend}' is not faster_whisper, openai or chat_audio")
-
-    @staticmethod
-    def _local_transcriber(p: dict[str, Any]) -> FasterWhisperTranscriber:
-        path = resolve_whisper(p["model"])
-        label = p["model"] if p["model"] in ("tiny.en", "base") else os.path.basename(
-            str(path).rstrip("/"))
-        return FasterWhisperTranscriber(path, label=label, compute_type=p["compute_type"],
-                                        device=p["compute_device"], beam_size=p["beam_size"],
-                                        cpu_threads=p["threads"], hotwords=p["hotwords"])
+    def _make_transcriber(self) -> Transcriber:
+        made = factory.transcriber(self.cfg, self.hotwords)
+        if isinstance(made, factory.Remote):
+            return with_failover(self, self.events_pub, "asr", made.backend, made.make_fallback,
+                                 probe=made.probe, retry_interval=self.cfg.retry_interval)
+        return made
 
     # ------------------------------------------------------------------ audio in (callbacks)
     def _on_info(self, msg: AudioInfo) -> None:

@@ -43,13 +43,13 @@ from locara_ros.core.parser import (
     Decision,
     NoVisionService,
     ParseOutcome,
-    ParserConfig,
 )
 from locara_ros.core.worker import BoundedWorker, Policy
+from locara_ros.core.settings.command_parser import CommandParserSettings
 from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, VoiceEvent
 from locara_ros.nodes.common import (
     client,
-    declare,
+    declare_settings,
     lower_thread_priority,
     publisher,
     run_node,
@@ -60,8 +60,6 @@ from locara_ros.nodes.common import (
 from locara_ros.nodes.failover import with_failover
 from locara_ros.nodes.managed import ManagedNode
 from locara_ros.srv import AskVision, ParseCommand
-
-BACKENDS = ("llama_cpp", "openai", "none")
 
 
 def default_schema_path() -> str:
@@ -103,133 +101,26 @@ class _ReplyStream:
         self.closed = final
 
 
-# Parameter ranges (inclusive); a value outside stops the node at start-up with the reason.
-_LIMITS = {
-    "n_ctx": (256, 131072), "threads": (0, 256), "server_timeout": (0.1, 3600.0),
-    "retry_interval": (0.1, 3600.0), "history_turns": (0, 100), "few_shot": (-1, 10000),
-    "few_shot_similar": (0, 100), "min_action_prob": (0.0, 1.0), "reply_max_chars": (10, 10000),
-    "max_tokens": (1, 8192), "temperature": (0.0, 2.0), "generation_timeout_s": (0.1, 3600.0),
-    "vision_timeout_s": (0.1, 600.0), "vision_wait_s": (0.0, 600.0),
-    "confirmation_timeout_s": (0.1, 3600.0),
-    "max_text_chars": (1, 100000), "queue_size": (1, 1000), "request_timeout": (0.1, 3600.0),
-    "parse_concurrency": (1, 64), "worker_nice": (0, 19), "stop_sounds_like": (0.0, 0.5),
-}
-
-
 class CommandParserNode(ManagedNode):
     def __init__(self) -> None:
         super().__init__("command_parser")
-        def p(name: str, default: Any, description: str) -> Any:
-            # read at start-up only: read-only, so `ros2 param set` says so
-            return declare(self, name, default, description, limits=_LIMITS.get(name))
-        schema_path = p("schema_path", "", "Command schema YAML; empty = the installed "
-                        "share/locara_ros/config/commands.yaml")
-        backend = p("backend", "llama_cpp", "Model for what no sentence template decides: "
-                    "llama_cpp (local GGUF), openai (OpenAI-compatible chat server) or none "
-                    "(templates only: anything else is asked back)")
-        model_path = p("model_path", "", "GGUF file for llama_cpp; empty = packaged "
-                       "SmolLM2-135M-Instruct")
-        n_ctx = p("n_ctx", 2048, "llama_cpp context length in tokens")
-        n_threads = p("threads", 0, "llama_cpp CPU threads; 0 = llama.cpp's default")
-        chat_format = p("chat_format", "", "llama_cpp chat format; empty = the GGUF's template")
-        constrained = p("constrained", True, "llama_cpp: grammar-constrained decoding derived "
-                        "from the schema")
-        decode = p("decode", "two_stage", "llama_cpp: two_stage (score the candidate action "
-                   "names, then generate the chosen action's arguments) or grammar (one "
-                   "constrained pass)")
-        action_score = p("action_score", "first", "llama_cpp two_stage: rank candidate actions "
-                         "by the log-likelihood of the name's first token (one evaluation for "
-                         "all when first tokens differ), or its mean or sum over the name")
-        copy_free_text = p("copy_free_text", True, "llama_cpp: free-text arguments (no enum) "
-                           "must be a span of the request's words")
-        server_url = p("server_url", "", "openai: base URL, e.g. http://gpu:8080/v1")
-        api_key = p("api_key", "", "openai: API key (empty = none)")
-        server_model = p("server_model", "", "openai: model name to request")
-        response_format = p("response_format", "auto", "openai: json_schema, json_object, none "
-                            "or auto (json_schema, falling back on refusal; the accepted format "
-                            "is remembered)")
-        request_timeout = p("server_timeout", 30.0, "openai: connect/read timeout in seconds "
-                            "(a server silent this long is taken as down)")
-        fallback = p("fallback", "", "openai: local backend used while the server is "
-                     "unreachable ('llama_cpp' with model_path; empty = none)")
-        retry_interval = p("retry_interval", 5.0, "seconds between probes of an unreachable "
-                           "server")
-        cfg = ParserConfig(
-            history_turns=p("history_turns", 4, "Conversation turns kept as context (0 = none)"),
-            history_mode=p("history_mode", "follow_up", "follow_up: give the model the history "
-                           "only for requests that refer back ('and now...', 'put it down', "
-                           "'again'); always: for every request"),
-            few_shot=p("few_shot", -1, "Schema examples in the prompt: -1 all, 0 none, n first"),
-            few_shot_select=p("few_shot_select", "all", "Example choice: all (the same for every "
-                              "request: the prompt cache holds them), similar or all+similar"),
-            few_shot_similar=p("few_shot_similar", 3, "Most similar examples repeated before "
-                               "the request (all+similar)"),
-            normalize_numbers=p("normalize_numbers", True, "Rewrite spoken numbers as digits "
-                                "before the model sees the text"),
-            reply_source=p("reply_source", "template", "template: robot actions say the "
-                           "schema's reply; model: the model's reply"),
-            answer_source=p("answer_source", "known", "known: answers come from the schema and "
-                            "the clock, anything else is 'I don't know'; model: the model answers "
-                            "freely (only with a model good enough, e.g. a bigger GGUF or a "
-                            "server)"),
-            templates=p("templates", True, "Decide by the schema's sentence templates first"),
-            model_fallback=p("model_fallback", True, "Ask the model what no template decides "
-                             "(false: ask the user back)"),
-            min_action_prob=p("min_action_prob", 0.0, "Model path: an action less likely than "
-                              "this (among the candidates) is asked back; 0 = off"),
-            reply_max_chars=p("reply_max_chars", 160, "Maximum reply length in characters"),
-            max_tokens=p("max_tokens", 160, "Maximum generated tokens per request"),
-            temperature=p("temperature", 0.0, "Sampling temperature (0 = greedy)"),
-            generation_timeout_s=p("generation_timeout_s", 30.0, "Give up on a generation "
-                                   "after this many seconds"),
-            vision_timeout_s=p("vision_timeout_s", 10.0, "Wait this long for vision/ask"),
-            confirmation_timeout_s=p("confirmation_timeout_s", 20.0, "A pending 'are you sure?' "
-                                     "expires after this many seconds"),
-            max_text_chars=p("max_text_chars", 400, "Longer requests are refused"),
-            fast_path=p("stop_fast_path", True, "Recognise the schema's stop phrases without "
-                        "the model, in final and partial transcripts"),
-            stop_sounds_like=p("stop_sounds_like", 0.25, "A spoken final that no rule makes a "
-                               "command of stops the robot when its sounds are this close to a "
-                               "stop phrase ('Alt.' for 'halt'; phoneme edit distance / phrase "
-                               "length); 0 = off"),
-        )
-        self.queue_size = max(1, int(p("queue_size", 4, "Requests waiting for the model; the "
-                                       "oldest transcript is dropped when full")))
-        self.service_timeout = float(p("request_timeout", 60.0, "voice/parse answers "
-                                       "success=false after this many seconds"))
-        self.parse_concurrency = max(1, int(p("parse_concurrency", 2, "voice/parse calls that "
-                                              "may wait for the model at once; more are "
-                                              "answered busy")))
-        self.speculate = bool(p("speculate", True, "Prepare the command from partial "
-                                "transcripts (COMMAND_READY); the final that agrees publishes it "
-                                "with no further work"))
-        self.vision_enabled = bool(p("vision_enabled", True, "Call vision/ask for vision "
-                                     "actions; false = always 'I can't see right now'"))
-        self.vision_wait_s = float(p("vision_wait_s", 3.0, "A vision/ask service not (yet) "
-                                     "discovered is waited for this long before the reply "
-                                     "says no vision model is running"))
-        self.worker_nice = int(p("worker_nice", 19, "CPU priority (nice, Linux) of the model "
-                                 "worker thread and its compute threads: on a busy CPU the "
-                                 "recognizer, the stop lane and the tts come first; 0 = normal"))
-        warmup = bool(p("warmup", True, "Run one generation at start-up to fill the prompt "
-                        "cache"))
-        for name, value, allowed in (
-                ("backend", backend, BACKENDS),
-                ("few_shot_select", cfg.few_shot_select, ("all", "similar", "all+similar")),
-                ("history_mode", cfg.history_mode, ("follow_up", "always")),
-                ("reply_source", cfg.reply_source, ("model", "template")),
-                ("answer_source", cfg.answer_source, ("known", "model"))):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")
-        if backend == "openai" and fallback not in ("", "llama_cpp"):
-            raise ValueError(f"fallback must be '' or 'llama_cpp', got '{fallback}'")
-        self._backend, self._fallback, self._retry_interval = backend, fallback, retry_interval
-        self._cfg, self._warmup, self._schema_path = cfg, warmup, schema_path
-        self._kw = dict(model_path=model_path, n_ctx=n_ctx, n_threads=n_threads,
-                        chat_format=chat_format, constrained=constrained, decode=decode,
-                        action_score=action_score, copy_free_text=copy_free_text,
-                        server_url=server_url, api_key=api_key, server_model=server_model,
-                        response_format=response_format, request_timeout=request_timeout)
+        c = self.cfg = declare_settings(self, CommandParserSettings)
+        cfg = c.parser_config()
+        self.queue_size = c.queue_size
+        self.service_timeout = float(c.request_timeout)
+        self.parse_concurrency = c.parse_concurrency
+        self.speculate = c.speculate
+        self.vision_enabled = c.vision_enabled
+        self.vision_wait_s = float(c.vision_wait_s)
+        self.worker_nice = c.worker_nice
+        self._backend, self._fallback, self._retry_interval = c.backend, c.fallback, \
+            c.retry_interval
+        self._cfg, self._warmup, self._schema_path = cfg, c.warmup, c.schema_path
+        self._kw = dict(model_path=c.model_path, n_ctx=c.n_ctx, n_threads=c.threads,
+                        chat_format=c.chat_format, constrained=c.constrained, decode=c.decode,
+                        action_score=c.action_score, copy_free_text=c.copy_free_text,
+                        server_url=c.server_url, api_key=c.api_key, server_model=c.server_model,
+                        response_format=c.response_format, request_timeout=c.server_timeout)
         self.model: CommandModel | None = None
         self._worker: BoundedWorker[_Job] | None = None
 

@@ -149,6 +149,16 @@ def _declare(node: Node, name: str, default: Any, description: str, read_only: b
     return value
 
 
+def declare_settings(node: Node, cls: type) -> Any:
+    """Declare every field of a settings dataclass (locara_ros.core.settings) as a parameter,
+    validate, and return the filled-in settings (ValueError names what is wrong)."""
+    values = {s.name: declare(node, s.name, s.default, s.description, read_only=not s.dynamic,
+                              limits=s.limits, choices=s.choices) for s in cls.specs()}
+    settings = cls(**values)
+    settings.check()
+    return settings
+
+
 def announce_ready(node: Node, what: str, load_seconds: float | None = None) -> None:
     """The one log line that says a node is up (tests and users wait for it)."""
     timing = f" (models loaded in {load_seconds:.2f} s)" if load_seconds is not None else ""

@@ -7,6 +7,7 @@ voice/events; voice/stop stops at once. See the README (tts).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, List
@@ -32,9 +33,10 @@ from locara_ros.core.playback import (
     StopKind,
     StopReport,
 )
+from locara_ros.core.settings.tts import TtsSettings
 from locara_ros.msg import ReplyChunk, VoiceEvent
 from locara_ros.nodes.common import (
-    declare,
+    declare_settings,
     ns_to_stamp,
     publisher,
     run_node,
@@ -46,17 +48,7 @@ from locara_ros.nodes.common import (
 from locara_ros.nodes.managed import ManagedNode
 
 # Parameters that may change while the node runs (everything else needs a restart).
-_DYNAMIC = {"speaker_enabled": bool, "volume": (0.0, 10.0), "barge_in": bool,
-            "barge_in_min_speech": (0.0, 10.0)}
-
-_LIMITS = {  # start-up parameters with a range (inclusive)
-    "speaker_id": (-1, 10000), "length_scale": (0.0, 10.0), "output_rate": (0, 384000),
-    "threads": (0, 256),
-    "device_rate": (0, 384000), "chunk_ms": (5.0, 200.0), "lead_ms": (0.0, 1000.0),
-    "max_volume": (0.001, 1.0), "max_speech_seconds": (0.0, 1e6),
-    "speech_window_seconds": (1.0, 1e6), "max_sentence_chars": (20, 100000),
-    "max_text_chars": (1, 1000000), "reply_timeout": (0.1, 3600.0),
-}
+_DYNAMIC = TtsSettings.dynamic()
 
 
 def _refusal(prm: Any) -> str:
@@ -79,9 +71,7 @@ def _refusal(prm: Any) -> str:
 class TtsNode(ManagedNode):
     def __init__(self) -> None:
         super().__init__("tts")
-        self._p = p = self._declare_parameters()
-        if not (p["publish_audio"] or p["play_on_device"]):
-            raise ValueError("no output: both publish_audio and play_on_device are false")
+        self._p = p = dataclasses.asdict(declare_settings(self, TtsSettings))
         self._closing = False
         self.gate: SpeakerGate | None = None
         self.speaker: Speaker | None = None
@@ -150,45 +140,6 @@ class TtsNode(ManagedNode):
         outputs = ", ".join(s.name for s in sinks)
         return (f"tts ({self.synth.name}, {self.synth.sample_rate} Hz -> {outputs}, audio/tts "
                 f"at {self.output_rate} Hz)", load_seconds)
-
-    def _declare_parameters(self) -> dict:
-        d = {}
-
-        def param(name: str, default: Any, description: str) -> None:
-            dynamic = _DYNAMIC.get(name)
-            limits = dynamic if isinstance(dynamic, tuple) else _LIMITS.get(name)
-            d[name] = declare(self, name, default, description, read_only=dynamic is None,
-                              limits=limits)
-
-        param("voice", "", "Piper voice .onnx path (its .onnx.json beside it); "
-                           "empty = packaged en_US-joe-medium")
-        param("speaker_id", -1, "speaker of a multi-speaker voice; -1 = the voice's default")
-        param("length_scale", 0.0, "speaking rate: >1 slower, <1 faster; 0 = the voice's default")
-        param("threads", 0, "onnxruntime threads for the Piper voice, which then do not spin "
-              "while idle; 0 = onnxruntime's default (one per core, spinning)")
-        param("publish_audio", True, "publish synthesized audio on audio/tts (+ audio/tts/info); "
-                                     "needed for echo_mode=reference in the asr node")
-        param("output_rate", 0, "sample rate of audio/tts in Hz; 0 = the voice's rate")
-        param("frame_id", "", "header.frame_id of audio/tts (the loudspeaker frame)")
-        param("play_on_device", True, "play on a local audio device through PortAudio")
-        param("device", "", "PortAudio output device index or name part; empty = default")
-        param("device_rate", 0, "device sample rate in Hz; 0 = the device's default rate")
-        param("chunk_ms", 20.0, "audio chunk length in ms (playback granularity, stop bound)")
-        param("lead_ms", 40.0, "how far ahead of its play time a chunk is released, ms")
-        param("speaker_enabled", True, "false mutes the robot: text is dropped and logged")
-        param("volume", 1.0, "output gain (capped at max_volume)")
-        param("max_volume", 1.0, "hard cap on gain and sample amplitude (0..1]")
-        param("max_speech_seconds", 120.0,
-              "at most this much speech per speech_window_seconds; beyond it sentences are "
-              "dropped with an ERROR event")
-        param("speech_window_seconds", 60.0, "window of the speech-time budget, s")
-        param("barge_in", True, "stop speaking when the user talks (SPEECH_STARTED)")
-        param("barge_in_min_speech", 0.2, "user speech must last this long (s, from its onset) "
-                                          "before it interrupts; shorter sounds (a cough) do not")
-        param("max_sentence_chars", 250, "a sentence longer than this is cut at a clause break")
-        param("max_text_chars", 5000, "longest accepted voice/say text or reply")
-        param("reply_timeout", 15.0, "a streamed reply with no chunk for this long is closed")
-        return d
 
     # ---------------------------------------------------------------- callbacks (enqueue only)
     def _on_say(self, msg: String) -> None:

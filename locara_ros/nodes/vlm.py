@@ -7,6 +7,7 @@ decoding, colour conversion, resizing) and inference run on the worker, never on
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,9 +19,9 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from locara_ros.core import contract as C
 from locara_ros.core.backends.openai_http import BackendError
-from locara_ros.core.backends.vision import CHAT_HANDLERS, make_vision_model
+from locara_ros.core.backends.vision import make_vision_model
+from locara_ros.core.settings.vlm import MAX_QUEUE_LIMIT, VlmSettings
 from locara_ros.core.vision import (
-    MAX_PIXELS,
     CompressedFrame,
     Frame,
     FrameError,
@@ -30,7 +31,7 @@ from locara_ros.core.vision import (
 from locara_ros.core.worker import BoundedWorker, Policy
 from locara_ros.msg import VoiceEvent
 from locara_ros.nodes.common import (
-    declare,
+    declare_settings,
     lower_thread_priority,
     publisher,
     run_node,
@@ -41,9 +42,8 @@ from locara_ros.nodes.failover import backend_name, served_by, with_failover
 from locara_ros.nodes.managed import ManagedNode
 from locara_ros.srv import AskVision
 
-# Each held request blocks one executor thread while it waits, so max_queue is capped and the
+# Each held request blocks one executor thread while it waits (max_queue <= MAX_QUEUE_LIMIT): the
 # executor gets that many threads plus room for the camera callbacks and refusals.
-MAX_QUEUE_LIMIT = 16
 EXECUTOR_THREADS = MAX_QUEUE_LIMIT + 3
 # Seconds between repeated "dropped camera frame" log lines.
 LOG_THROTTLE_S = 5.0
@@ -70,21 +70,11 @@ class _Job:
     backend: str = ""
 
 
-# Parameter ranges (inclusive); a value outside stops the node at start-up with the reason.
-_LIMITS = {
-    "n_ctx": (512, 131072), "threads": (0, 256), "n_gpu_layers": (-1, 1000),
-    "server_timeout": (0.1, 3600.0), "retry_interval": (0.1, 3600.0), "image_size": (0, 8192),
-    "jpeg_quality": (1, 100), "max_pixels": (1, 1_000_000_000), "temperature": (0.0, 2.0),
-    "max_frame_age": (0.0, 3600.0),
-    "max_question_chars": (1, 100000), "max_tokens": (1, 8192), "max_tokens_limit": (1, 32768),
-    "max_queue": (1, MAX_QUEUE_LIMIT), "request_timeout": (0.1, 3600.0), "worker_nice": (0, 19),
-}
-
-
 class VlmNode(ManagedNode):
     def __init__(self) -> None:
         super().__init__("vlm")
-        self._p = p = self._declare_parameters()
+        self.cfg = declare_settings(self, VlmSettings)
+        self._p = p = dataclasses.asdict(self.cfg)
         self.max_pixels = int(p["max_pixels"])
         self.max_frame_age = float(p["max_frame_age"])
         self.max_question_chars = int(p["max_question_chars"])
@@ -93,14 +83,6 @@ class VlmNode(ManagedNode):
         self.max_queue = int(p["max_queue"])
         self.request_timeout = float(p["request_timeout"])
         self.worker_nice = int(p["worker_nice"])
-        if not 1 <= self.max_queue <= MAX_QUEUE_LIMIT:
-            raise ValueError(f"max_queue must be 1..{MAX_QUEUE_LIMIT}, got {self.max_queue}")
-        if self.max_frame_age <= 0 or self.request_timeout <= 0:
-            raise ValueError("max_frame_age and request_timeout must be > 0")
-        if not (p["subscribe_raw"] or p["subscribe_compressed"]):
-            raise ValueError("subscribe_raw and subscribe_compressed are both false: no camera")
-        if p["fallback"] not in ("", "llama_cpp"):
-            raise ValueError(f"fallback must be '' or 'llama_cpp', got '{p['fallback']}'")
         self._lock = threading.Lock()
         self._latest: Optional[_Stored] = None
         self._last_bad: Optional[tuple[str, float]] = None  # (reason, arrival)
@@ -145,48 +127,6 @@ class VlmNode(ManagedNode):
             on_start=lambda: self.get_logger().info(
                 f"model worker: {lower_thread_priority(self.worker_nice)}"))
         return f"vlm ({backend_name(self.model)})", load_seconds
-
-    def _declare_parameters(self) -> dict[str, Any]:
-        d = [
-            ("backend", "llama_cpp", "'llama_cpp' (local GGUF + mmproj) or 'openai' (server)"),
-            ("model_path", "", "llama_cpp: the VLM's text model GGUF (no VLM is packaged)"),
-            ("mmproj_path", "", "llama_cpp: the matching mmproj GGUF (image encoder+projector)"),
-            ("chat_handler", "mtmd",
-             f"llama_cpp prompt family: {', '.join(CHAT_HANDLERS)} (mtmd = model's template)"),
-            ("n_ctx", 4096, "llama_cpp: context length in tokens (image tokens included)"),
-            ("threads", 0, "llama_cpp: CPU threads, 0 = min(8, CPU count)"),
-            ("n_gpu_layers", 0, "llama_cpp: layers offloaded to the GPU (-1 = all; CUDA build)"),
-            ("server_url", "", "openai: base URL, e.g. http://gpu-server:8080/v1"),
-            ("api_key", "", "openai: bearer token, if the server wants one"),
-            ("server_model", "", "openai: model name sent in requests ('' = 'default')"),
-            ("server_timeout", 60.0, "openai: seconds to wait for the server"),
-            ("fallback", "", "openai: 'llama_cpp' = answer with the local model_path/mmproj_path "
-                             "while the server is unreachable; '' = no fallback"),
-            ("retry_interval", 5.0, "seconds between probes of an unreachable server"),
-            ("image_size", 0, "longest image side sent to the model in pixels; 0 = the "
-                              "mmproj's input size (llama_cpp) or 768 (openai)"),
-            ("max_pixels", MAX_PIXELS, "frames declaring more pixels (width x height, read from "
-                                       "the header) are refused without being decoded"),
-            ("jpeg_quality", 90, "JPEG quality of the frame handed to the model"),
-            ("temperature", 0.0, "sampling temperature (0 = greedy, reproducible)"),
-            ("system_prompt", "", "optional system message before each question"),
-            ("max_frame_age", 1.0, "default oldest usable frame in seconds (by arrival time); "
-                                   "a request's max_age > 0 overrides it"),
-            ("max_question_chars", 500, "longer questions are refused"),
-            ("max_tokens", 64, "default answer length in tokens (request max_tokens = 0)"),
-            ("max_tokens_limit", 2048, "upper bound on a request's max_tokens"),
-            ("max_queue", 2, f"requests held at once, the one being answered included "
-                             f"(1..{MAX_QUEUE_LIMIT}); more are refused as busy"),
-            ("request_timeout", 60.0, "seconds a request waits for its answer"),
-            ("worker_nice", 0, "CPU priority (nice, Linux) of the model worker thread and its "
-                               "compute threads (0 = normal; 19 puts the voice pipeline first)"),
-            ("subscribe_raw", True, "subscribe camera/image_raw (sensor_msgs/Image)"),
-            ("subscribe_compressed", True,
-             "subscribe camera/image_raw/compressed (sensor_msgs/CompressedImage)"),
-        ]
-        # read at start-up only: read-only, so `ros2 param set` says so
-        return {name: declare(self, name, default, text, limits=_LIMITS.get(name))
-                for name, default, text in d}
 
     # ------------------------------------------------------------------ camera (cheap)
     def _on_image(self, msg: Image) -> None:
