@@ -15,6 +15,8 @@ from std_srvs.srv import Trigger
 from locara_ros.core import contract as C
 from locara_ros.msg import VoiceEvent
 from locara_ros.nodes.common import EVENTS_QOS, RELIABLE_QOS
+from locara_ros.srv import ParseCommand
+from locara_ros.testing.inprocess import wait_until
 from locara_ros.testing.processes import READY_MARKER, NodeProcess
 
 pytestmark = pytest.mark.slow
@@ -53,36 +55,63 @@ def test_tts_goes_through_its_states_and_serves_only_when_active(ros, procs):
     stop = node.create_client(Trigger, C.STOP_SPEAKING.name)
     say = node.create_publisher(String, C.SAY.name, RELIABLE_QOS)
     events = ros.collect(node, VoiceEvent, C.VOICE_EVENTS.name, EVENTS_QOS)
-    assert life.state() == State.PRIMARY_STATE_UNCONFIGURED
-    assert not stop.wait_for_service(timeout_sec=1.0), "voice/stop offered before configure"
 
+    def spoken(kind: int) -> list:
+        return [e for e in events.snapshot() if e.type == kind and e.source == "/tts"]
+
+    assert life.state() == State.PRIMARY_STATE_UNCONFIGURED
     assert life.transition(Transition.TRANSITION_CONFIGURE)
     assert life.state() == State.PRIMARY_STATE_INACTIVE
     assert READY_MARKER not in proc.output(), "ready before activate"
-    assert stop.wait_for_service(timeout_sec=30)
-    refused = ros.call(stop, Trigger.Request(), timeout=10)
-    assert not refused.success and "inactive" in refused.message, refused
+    ros.wait_for_subscribers(say, timeout=30)
+    say.publish(String(data="Nobody hears this."))  # inactive: ignored, and it says so
+    proc.wait_for_output(r"message on voice/say while inactive: ignored", timeout=10)
 
     assert life.transition(Transition.TRANSITION_ACTIVATE)
     assert life.state() == State.PRIMARY_STATE_ACTIVE
     proc.wait_for_output(READY_MARKER, timeout=10)
-    assert ros.call(stop, Trigger.Request(), timeout=10).success
-    ros.wait_for_subscribers(say, timeout=15)
-    say.publish(String(data="I am active."))
+    say.publish(String(data="I am active now, and this sentence is long enough to still be "
+                            "playing when the node is deactivated in the middle of it."))
     events.wait_for(1, timeout=30, where=lambda e: e.type == VoiceEvent.SPEAKING_STARTED)
 
-    # deactivate: input is ignored; cleanup frees the voice; configure + activate serve again
+    # deactivate stops the speech under way; voice/stop still answers (a stop always works)
     assert life.transition(Transition.TRANSITION_DEACTIVATE)
     assert life.state() == State.PRIMARY_STATE_INACTIVE
-    assert not ros.call(stop, Trigger.Request(), timeout=10).success
+    [stopped] = events.wait_for(1, timeout=10,
+                                where=lambda e: e.type == VoiceEvent.SPEAKING_STOPPED)
+    assert stopped.detail == "deactivated", stopped
+    assert ros.call(stop, Trigger.Request(), timeout=10).success
+    # cleanup frees the voice; configure + activate serve again
     assert life.transition(Transition.TRANSITION_CLEANUP)
     assert life.state() == State.PRIMARY_STATE_UNCONFIGURED
     assert life.transition(Transition.TRANSITION_CONFIGURE)
     assert life.transition(Transition.TRANSITION_ACTIVATE)
-    assert ros.call(stop, Trigger.Request(), timeout=10).success
+    ros.wait_for_subscribers(say, timeout=30)
+    say.publish(String(data="Back again."))
+    wait_until(lambda: len(spoken(VoiceEvent.SPEAKING_STARTED)) >= 2, 30,
+               what="speech after configure and activate again")
     assert proc.alive
     assert life.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
     assert life.state() == State.PRIMARY_STATE_FINALIZED
+
+
+def test_parser_refuses_calls_while_inactive_and_answers_when_active(ros, procs):
+    proc = NodeProcess.node("command_parser", log_dir=procs.log_dir,
+                            params={"backend": "none", "autostart": False})
+    procs.add(proc).start()
+    proc.wait_for_output("waiting in 'unconfigured'", timeout=60)
+    life = Lifecycle(ros, "command_parser")
+    assert life.transition(Transition.TRANSITION_CONFIGURE)
+    parse = ros.node("lifecycle_parse_client").create_client(ParseCommand, C.PARSE.name)
+    assert parse.wait_for_service(timeout_sec=30)
+    request = ParseCommand.Request(text="go to the kitchen")
+    refused = ros.call(parse, request, timeout=10)
+    assert not refused.success and "inactive" in refused.message, refused
+    assert life.transition(Transition.TRANSITION_ACTIVATE)
+    answered = ros.call(parse, request, timeout=30)
+    assert answered.success and answered.command.action == "go_to", answered
+    assert life.transition(Transition.TRANSITION_DEACTIVATE)
+    assert not ros.call(parse, request, timeout=10).success
 
 
 def test_a_failed_load_fails_configure_with_the_file_and_the_reason(ros, procs, tmp_path):

@@ -31,7 +31,13 @@ from locara_ros.core.worker import BoundedQueue, Empty, Policy
 log = logging.getLogger(__name__)
 
 PCM_CODINGS = ("", "wave", "wav", "pcm", "raw", "s16le")
-_RESET = object()  # queue marker: the audio format changed, end the utterance and start over
+
+
+@dataclass(frozen=True)
+class _Reset:
+    """Queue marker: end the utterance (with this reason) and start over."""
+
+    reason: str
 
 
 def describe(fmt: AudioFormat) -> str:
@@ -146,9 +152,10 @@ class VadFeed:
     def put(self, samples: np.ndarray, stamp_ns: int, frame_id: str) -> None:
         self.queue.put((samples, stamp_ns, frame_id))
 
-    def restart(self) -> None:
-        """The format changed or became unusable: end the utterance, start over."""
-        self.queue.put(_RESET)
+    def restart(self, reason: str = "audio format changed") -> None:
+        """End the utterance after the audio queued so far and start over (the format changed
+        or became unusable; the node was deactivated)."""
+        self.queue.put(_Reset(reason))
 
     # ------------------------------------------------------------------ echo reference
     def set_reference_format(self, fmt: AudioFormat) -> None:
@@ -204,8 +211,8 @@ class VadFeed:
                 continue
             waited, last = 0.0, time.monotonic()
             try:
-                if item is _RESET:
-                    self.recognizer.flush("audio format changed")
+                if isinstance(item, _Reset):
+                    self.recognizer.flush(item.reason)
                     self.recognizer.reset()
                     continue
                 samples, stamp_ns, frame_id = item

@@ -119,14 +119,17 @@ class AsrNode(ManagedNode):
         # The microphone has a callback group of its own: its chunks never wait behind the echo
         # reference, events or parameter calls (the audio state is touched only here).
         mic = MutuallyExclusiveCallbackGroup()
-        subscription(self, C.AUDIO_MIC_INFO, AudioInfo, self._on_info, callback_group=mic)
+        # formats and the robot's speaking state are heard in every lifecycle state: a latched
+        # format arrives once, when configure subscribes (the node is still inactive then)
+        subscription(self, C.AUDIO_MIC_INFO, AudioInfo, self._on_info, callback_group=mic,
+                     gated=False)
         subscription(self, C.AUDIO_MIC, AudioDataStamped, self._on_stamped, callback_group=mic)
         subscription(self, C.AUDIO_MIC_RAW, AudioData, self._on_raw,
                      name=p["audio_data_topic"], callback_group=mic)
         if echo is not None:
-            subscription(self, C.AUDIO_TTS_INFO, AudioInfo, self._on_tts_info)
+            subscription(self, C.AUDIO_TTS_INFO, AudioInfo, self._on_tts_info, gated=False)
             subscription(self, C.AUDIO_TTS, AudioDataStamped, self._on_tts)
-            subscription(self, C.VOICE_EVENTS, VoiceEvent, self._on_event)
+            subscription(self, C.VOICE_EVENTS, VoiceEvent, self._on_event, gated=False)
 
         self.feed.start()
         self.recognizer.start()
@@ -274,6 +277,12 @@ class AsrNode(ManagedNode):
         return msg
 
     # ------------------------------------------------------------------ shutdown
+    def pause(self) -> None:
+        """deactivate: end the utterance under way (its final comes out now, not after the
+        stream timeout) and start over on activate."""
+        if self.feed is not None:
+            self.feed.restart("deactivated")
+
     def teardown(self) -> None:
         """cleanup / shutdown: stop the VAD and recognizer threads, free the models."""
         if self.feed is not None:
@@ -282,7 +291,7 @@ class AsrNode(ManagedNode):
             self.recognizer.close()
         if self.transcriber is not None:
             self.transcriber.close()
-        self.feed = self.recognizer = self.transcriber = None
+        self.feed = self.recognizer = self.transcriber = self.vad = None
 
 
 def main(args=None) -> int:

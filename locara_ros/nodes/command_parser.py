@@ -123,6 +123,7 @@ class CommandParserNode(ManagedNode):
                         response_format=c.response_format, request_timeout=c.server_timeout)
         self.model: CommandModel | None = None
         self._worker: BoundedWorker[_Job] | None = None
+        self._ids = itertools.count(1)  # request ids stay unique across configure cycles
 
     def setup(self) -> tuple[str, float]:
         """configure: load the schema and the model (warmed), subscribe, start the model lane."""
@@ -165,7 +166,6 @@ class CommandParserNode(ManagedNode):
                                     callback_group=self._vision_group)
 
         self._model_calls = threading.BoundedSemaphore(self.parse_concurrency)
-        self._ids = itertools.count(1)
         # utterance -> what its latest partial decided; utterances already stopped by a partial
         self._speculation: collections.OrderedDict[str, Decision] = collections.OrderedDict()
         self._stopped: collections.deque[str] = collections.deque(maxlen=32)
@@ -438,6 +438,12 @@ class CommandParserNode(ManagedNode):
                            confirmed=outcome.confirmed, origin=outcome.origin)
         msg.header.stamp = self.get_clock().now().to_msg()
         return msg
+
+    def pause(self) -> None:
+        """deactivate: cancel the generation under way and answer what waits (no command
+        comes out of an inactive parser)."""
+        if self._worker is not None:
+            self._cancel_all("deactivated")
 
     def teardown(self) -> None:
         """cleanup / shutdown: cancel the in-flight generation, answer waiting jobs, free the

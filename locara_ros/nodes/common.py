@@ -111,6 +111,9 @@ def declare(node: Node, name: str, default: Any, description: str, *,
         if before != default and value == before:
             node.get_logger().warning(f"parameter {old} was renamed {name}: using {old}="
                                       f"{before!r} (rename it in your parameters)")
+        elif before != default:
+            node.get_logger().warning(f"parameters {name}={value!r} and its old name {old}="
+                                      f"{before!r} both given: using {name}")
         return value
     return _declare(node, name, default, description, read_only, limits, choices)
 

@@ -33,6 +33,8 @@ from rclpy.lifecycle import State, TransitionCallbackReturn
 from locara_ros.nodes.common import announce_ready, declare
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
+# deactivate and cleanup wait this long for callbacks already running (pause() ends the long ones)
+DRAIN_TIMEOUT_S = 10.0
 FAILURE = TransitionCallbackReturn.FAILURE
 
 
@@ -54,6 +56,8 @@ class ManagedNode(LifecycleNode):
         self._active = False
         self._refused_while_inactive = 0
         self._callback_failures = 0
+        self._in_flight = 0  # gated callbacks running now (cleanup waits for them)
+        self._idle = threading.Condition(self._gate_lock)
         super().__init__(name)
         self.kind = name  # the node's kind, whatever it is renamed to (core.naming)
         self.autostart = bool(declare(
@@ -70,6 +74,10 @@ class ManagedNode(LifecycleNode):
 
     def teardown(self) -> None:
         """Stop threads and free models (called once per successful or failed setup)."""
+
+    def pause(self) -> None:
+        """deactivate: stop work already under way (speech playing, a generation, an utterance)
+        so nothing more comes out of an inactive node."""
 
     # ---------------------------------------------------------------- state
     @property
@@ -102,7 +110,7 @@ class ManagedNode(LifecycleNode):
             self.configure_error = str(e) or type(e).__name__
             self.get_logger().error(f"configure failed: {self.configure_error}")
             self._tracking = False
-            self._release()
+            self._release(failed_setup=True)
             return FAILURE
         finally:
             self._tracking = False
@@ -121,8 +129,11 @@ class ManagedNode(LifecycleNode):
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         with self._gate_lock:
             self._active = False
+        self._call_quietly(self.pause, "pause")
+        busy = self._drain(DRAIN_TIMEOUT_S)
         self.get_logger().info("deactivated: input is dropped and calls are refused until "
-                               "activate")
+                               "activate" + (f" ({busy} callback(s) still running)" if busy
+                                             else ""))
         return SUCCESS
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
@@ -139,17 +150,17 @@ class ManagedNode(LifecycleNode):
         return SUCCESS
 
     def close(self) -> None:
-        """run_node's last call: free what is still loaded (idempotent)."""
-        self._release()
+        """run_node's last call (the executor has stopped): free what is still loaded."""
+        self._release(pause=False)
 
-    def _release(self) -> None:
+    def _release(self, failed_setup: bool = False, pause: bool = True) -> None:
         with self._gate_lock:
-            self._active = False
-        if self.configured or self._entities:
-            try:
-                self.teardown()
-            except Exception as e:  # noqa: BLE001 - a partial setup may not tear down cleanly
-                self.get_logger().warning(f"teardown: {type(e).__name__}: {e}")
+            was_active, self._active = self._active, False
+        if was_active and pause:
+            self._call_quietly(self.pause, "pause")
+        if self.configured or failed_setup:
+            self._drain(DRAIN_TIMEOUT_S)  # callbacks still using what teardown frees
+            self._call_quietly(self.teardown, "teardown")
         self.configured = False
         entities, self._entities = self._entities, []
         for kind, entity in reversed(entities):
@@ -157,6 +168,32 @@ class ManagedNode(LifecycleNode):
                 getattr(self, f"destroy_{kind}")(entity)
             except Exception:  # noqa: BLE001 - the context may already be gone at exit
                 pass
+
+    def _call_quietly(self, fn: Callable[[], None], what: str) -> None:
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - a partial setup may not tear down cleanly
+            self.get_logger().warning(f"{what}: {type(e).__name__}: {e}")
+
+    def _drain(self, timeout: float) -> int:
+        """Wait until no gated callback runs (they were let in while active); the number still
+        running when the time is up."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+            return self._in_flight
+
+    def _enter(self) -> bool:
+        with self._gate_lock:
+            if not self._active:
+                return False
+            self._in_flight += 1
+            return True
+
+    def _leave(self) -> None:
+        with self._gate_lock:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.notify_all()
 
     # ---------------------------------------------------------------- gated interfaces
     def _note_inactive(self, what: str) -> None:
@@ -178,7 +215,7 @@ class ManagedNode(LifecycleNode):
         if kind == "service":
             @functools.wraps(callback)
             def serve(request: Any, response: Any) -> Any:
-                if not self._active:
+                if not self._enter():
                     self._note_inactive(f"call to {name}")
                     return _refuse(response, f"node {self.get_name()} is "
                                              f"{self.state_label()}, not active")
@@ -186,42 +223,65 @@ class ManagedNode(LifecycleNode):
                     return callback(request, response)
                 except Exception as e:  # noqa: BLE001 - answered, never fatal
                     return _refuse(response, self._failed(f"call to {name}", e))
+                finally:
+                    self._leave()
             return serve
         if kind == "timer":
             @functools.wraps(callback)
             def tick() -> None:
-                if self._active:
-                    try:
-                        callback()
-                    except Exception as e:  # noqa: BLE001 - logged, never fatal
-                        self._failed("timer", e)
+                if not self._enter():
+                    return
+                try:
+                    callback()
+                except Exception as e:  # noqa: BLE001 - logged, never fatal
+                    self._failed("timer", e)
+                finally:
+                    self._leave()
             return tick
 
         @functools.wraps(callback)
         def receive(msg: Any) -> None:
-            if not self._active:
+            if not self._enter():
                 self._note_inactive(f"message on {name}")
                 return
             try:
                 callback(msg)
             except Exception as e:  # noqa: BLE001 - logged, never fatal
                 self._failed(f"message on {name}", e)
+            finally:
+                self._leave()
         return receive
+
+    def _guard(self, what: str, callback: Callable) -> Callable:
+        """Ungated (state that must not be missed, a stop that must always work): runs in every
+        state, but a failure is still logged, never fatal."""
+        @functools.wraps(callback)
+        def run(*args: Any) -> Any:
+            try:
+                return callback(*args)
+            except Exception as e:  # noqa: BLE001 - logged, never fatal
+                text = self._failed(what, e)
+                return _refuse(args[-1], text) if len(args) == 2 else None
+        return run
 
     def _track(self, kind: str, entity: Any) -> Any:
         if getattr(self, "_tracking", False):
             self._entities.append((kind, entity))
         return entity
 
-    def create_subscription(self, msg_type, topic, callback, *args, **kw):
+    def create_subscription(self, msg_type, topic, callback, *args, gated: bool = True, **kw):
+        """gated=False: delivered in every state (latched formats, state events that must not
+        be missed: a latched sample arrives once, when configure subscribes)."""
         if getattr(self, "_tracking", False):
-            callback = self._gate("subscription", topic, callback)
+            callback = (self._gate("subscription", topic, callback) if gated
+                        else self._guard(f"message on {topic}", callback))
         return self._track("subscription",
                            super().create_subscription(msg_type, topic, callback, *args, **kw))
 
-    def create_service(self, srv_type, srv_name, callback, *args, **kw):
+    def create_service(self, srv_type, srv_name, callback, *args, gated: bool = True, **kw):
         if getattr(self, "_tracking", False):
-            callback = self._gate("service", srv_name, callback)
+            callback = (self._gate("service", srv_name, callback) if gated
+                        else self._guard(f"call to {srv_name}", callback))
         return self._track("service",
                            super().create_service(srv_type, srv_name, callback, *args, **kw))
 

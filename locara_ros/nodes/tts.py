@@ -130,10 +130,12 @@ class TtsNode(ManagedNode):
                      callback_group=self.data_group)
         subscription(self, C.REPLY, ReplyChunk, self._on_reply,
                      callback_group=self.data_group)
+        # user speech and spoken stops are state: heard in every lifecycle state, and voice/stop
+        # always answers (there is nothing to stop while inactive: pause() stopped it)
         subscription(self, C.VOICE_EVENTS, VoiceEvent, self._on_event,
-                     callback_group=self.control_group)
+                     callback_group=self.control_group, gated=False)
         service(self, C.STOP_SPEAKING, Trigger, self._on_stop,
-                callback_group=self.control_group)
+                callback_group=self.control_group, gated=False)
         self.create_timer(0.02, self._check_barge_in, callback_group=self.control_group)
         for err in startup_errors:
             self.events_pub.publish(voice_event(self, VoiceEvent.ERROR, detail=err))
@@ -237,12 +239,20 @@ class TtsNode(ManagedNode):
         if not self._closing:
             self.events_pub.publish(msg)
 
+    def pause(self) -> None:
+        """deactivate: stop speaking and drop what is queued."""
+        if self.speaker is not None:
+            self.speaker.stop("deactivated", kind=StopKind.DISABLED)
+        self.monitor.reset()
+
     def teardown(self) -> None:
-        """cleanup / shutdown: stop speaking, close the outputs and the playback threads."""
+        """cleanup / shutdown: stop speaking, close the outputs and the playback threads, free
+        the voice."""
         self._closing = True  # no more events from the playback threads
         if self.speaker is not None:
             self.speaker.close()
-        self.speaker = self.gate = None
+        self.speaker = self.gate = self.synth = None
+        self.monitor.reset()
 
 
 class _Listener(SpeakerListener):

@@ -243,6 +243,13 @@ class VlmNode(ManagedNode):
             return
         self.get_logger().error(f"vision/ask failed: {job.message}")
 
+    def pause(self) -> None:
+        """deactivate: answer the waiting requests (the one being answered finishes)."""
+        if self._worker is not None:
+            for job in self._worker.queue.remove_if(lambda j: True):
+                job.message = "node deactivated"
+                job.done.set()
+
     def teardown(self) -> None:
         """cleanup / shutdown: stop the worker (waiting requests are answered), free the model."""
         def shutting_down(job: _Job) -> None:
