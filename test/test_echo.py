@@ -84,6 +84,20 @@ def test_late_reference_is_waited_for(robot, silero):
     assert guard.stats["no_reference"] > 0
 
 
+def test_reference_later_than_the_wait_is_still_not_speech(robot, silero):
+    """No reference for 1 s from 4 s into the turn (past ref_wait_ms, 0.4 s), across a pause
+    between the robot's words: the uncovered mic audio goes on without its reference and can
+    only be gated. Judged against the last reference that arrived (the pause), the next
+    syllable's echo opened the gate as if the user talked and the robot barged in on itself
+    (CI, through the real graph; here: speech at 5.28 s); it is judged against the robot's
+    loudest of the last 2 s."""
+    run = EchoRun([robot, robot], delay_ms=80, gain_db=-6.0, ref_stalls=[(4.0, 1.0)])
+    guard = EchoGuard("reference", R)
+    _, starts = run.run(guard, segmenter(silero), hold=True)
+    assert guard.stats["no_reference"] > 0
+    assert starts == [], f"the robot's echo was taken for speech at {[s / R for s in starts]} s"
+
+
 def test_lost_mic_audio_does_not_teach_the_filter(robot, silero):
     """Mic messages lost just before the echo path is found: the filter is trained only on audio
     that really arrived (zeros from a hole would teach it that the loudspeaker is silent)."""

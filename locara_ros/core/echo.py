@@ -58,6 +58,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+# A late reference: the echo is judged against the loudest reference of this many seconds.
+LATE_SPAN_S = 2.0
+
 MODES = ("off", "reference")
 
 
@@ -326,7 +329,19 @@ class EchoGuard:
         # predict it from the loudest 16 ms there, not the mean (a mean over 0.5 s is diluted by
         # pauses, e.g. at the start of a turn, and a normal echo would then open the gate).
         ref_db = _peak_db(recent) if self.ref.hi is not None else -120.0
-        if ref_db > -60.0:  # the reference predicts the echo level (a quieter one: noise)
+        if self.ref.hi is not None and self.ref.hi < end - (self.delay or 0) \
+                and self._gating(end):
+            # This chunk's reference has not arrived (late past ref_wait_ms on a loaded
+            # machine) while the robot speaks: what did arrive may end in a pause between words,
+            # and the next syllable's echo then looked far louder than "the echo of silence"
+            # and opened the gate as if the user talked (CI: the robot barged in on itself).
+            # Judge it against the robot's loudest of the last LATE_SPAN_S instead, and learn
+            # nothing from a pair that does not belong together.
+            span = int(LATE_SPAN_S * self.rate)
+            late_db = _peak_db(self.ref.read(self.ref.hi - span, span))
+            expected = max(late_db + self.coupling_db, self.echo_db) if late_db > -60.0 \
+                else self.echo_db
+        elif ref_db > -60.0:  # the reference predicts the echo level (a quieter one: noise)
             expected = ref_db + self.coupling_db
             if level <= expected + self.margin_db:  # echo: learn the coupling
                 rate = 0.3 if level - ref_db > self.coupling_db else 0.01
