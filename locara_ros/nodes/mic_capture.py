@@ -101,6 +101,10 @@ class MicCaptureNode(Node):
                                         on_client=self._info, clock=clock)
             what = f"wyoming server on {p['wyoming_host']}:{p['wyoming_port']}"
 
+        # Log once from this thread before the source's thread can: the first log calls of a
+        # logger from two threads at once lost this node's INFO lines, ready line included
+        # (2 busy loops beside it: 1 start in 13 never logged ready; fresh-clone CI once).
+        self.get_logger().info(f"starting the {kind} source")
         services = [str(x) for x in (p["wait_for_services"] or [])]
         if kind == "file" and (p["wait_for_subscribers"] > 0 or services):
             # A replay should not start into the void: wait until the recognizer listens, and
