@@ -191,10 +191,24 @@ def test_robot_ignores_its_echo_but_the_user_barges_in(ros, procs, user_wav):
     decided = stamp_to_ns(user_utt.header.stamp) / 1e9
     assert onset < decided < onset + 1.0
     assert len(g.of(VoiceEvent.SPEECH_STARTED, "/asr")) == 1, "echo also started an utterance"
-    # The output stopped: no more audio/tts after the barge-in, none played past it.
-    n = len(g.tts_audio.snapshot())
-    time.sleep(1.0)
-    assert len(g.tts_audio.snapshot()) == n, "audio/tts kept coming after the barge-in"
+    # The output stopped: nothing written after the barge-in, none played past it. Counted by
+    # play-time stamps, not by arrivals: chunks written just before the stop can still be on
+    # their way to this (busy) process (CI: 6 chunks arrived after SPEAKING_STOPPED). The tts
+    # stamps BARGE_IN after Speaker.stop returned, and a chunk is written at most `lead_ms`
+    # (40 ms) before its play time.
+    arrived = len(g.tts_audio.snapshot())
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:  # until audio/tts has been quiet for 0.5 s
+        time.sleep(0.5)
+        now = len(g.tts_audio.snapshot())
+        if now == arrived:
+            break
+        arrived = now
+    barged = stamp_to_ns(barge.header.stamp) / 1e9
+    late = [stamp_to_ns(m.header.stamp) / 1e9 - barged for m in g.tts_audio.snapshot()
+            if stamp_to_ns(m.header.stamp) / 1e9 > barged + 0.04 + 0.03]
+    assert not late, (f"audio/tts written after the barge-in: {len(late)} chunk(s) due up to "
+                      f"{max(late) * 1000:.0f} ms after it")
     end = g.last_tts_end()
     assert onset < end < onset + 2.0
     # The user's words were transcribed, and not the robot's.

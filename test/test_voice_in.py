@@ -246,7 +246,7 @@ def test_wyoming_satellite_to_asr(ros, procs):
     port = free_port()
     listener = Listener(ros, "wyoming_listener")
     mic_chunks = ros.collect(listener.node, AudioDataStamped, C.AUDIO_MIC.name, AUDIO_QOS)
-    asr_node(procs)
+    asr = asr_node(procs)
     procs.start(NodeProcess.node("mic_capture", log_dir=procs.log_dir, params={
         "source": "wyoming", "wyoming_host": "127.0.0.1", "wyoming_port": port,
         "chunk_ms": 30.0}))
@@ -264,6 +264,7 @@ def test_wyoming_satellite_to_asr(ros, procs):
     pcm = encode_s16le(np.stack([speech, speech * 0.5], axis=1).reshape(-1))
 
     started: list[int] = []
+    warmup_frames: list[int] = []  # silence sent before the speech, until the asr heard it
 
     async def satellite() -> Info:
         async with AsyncTcpClient("127.0.0.1", port) as client:
@@ -272,11 +273,25 @@ def test_wyoming_satellite_to_asr(ros, procs):
             started.append(time.time_ns())
             await client.write_event(AudioStart(rate=rate, width=2, channels=2).event())
             step = int(rate * 0.05) * 4  # 50 ms of 2-channel S16LE
-            t0 = time.monotonic()
-            for k, i in enumerate(range(0, len(pcm), step)):
+            t0, k = time.monotonic(), 0
+
+            async def send(block: bytes) -> None:
+                nonlocal k
                 await client.write_event(AudioChunk(rate=rate, width=2, channels=2,
-                                                    audio=pcm[i:i + step]).event())
-                await asyncio.sleep(max(0.0, t0 + (k + 1) * 0.05 - time.monotonic()))
+                                                    audio=block).event())
+                k += 1
+                await asyncio.sleep(max(0.0, t0 + k * 0.05 - time.monotonic()))
+            # Silence until the asr hears the stream: seeing its subscription in the graph does
+            # not mean mic_capture's publisher has matched it yet, and audio/mic keeps nothing
+            # for a late reader (CI: the match came mid-speech, "take a" was lost -> "and
+            # picture"). Bounded: the asr says so in its log within 20 s or the test fails.
+            quiet = bytes(step)
+            while "first audio from the microphone" not in asr.output():
+                assert k < 400, "the asr never heard the satellite's audio (20 s)"
+                await send(quiet)
+                warmup_frames.append(step // 4)
+            for i in range(0, len(pcm), step):
+                await send(pcm[i:i + step])
             await client.write_event(AudioStop().event())
             return info
 
@@ -296,7 +311,7 @@ def test_wyoming_satellite_to_asr(ros, procs):
         (e.type, round(e.value, 3), e.detail) for e in listener.events.snapshot()]
     # The VAD ends the utterance 0.4 s into the trailing silence, while the last chunks may
     # still be on their way (seen: 0.38 s behind on a busy machine): wait for the whole stream.
-    sent = speech.size / rate
+    sent = (sum(warmup_frames) + speech.size) / rate
 
     def received_s() -> float:
         return sum(len(c.audio.data) for c in mic_chunks.snapshot()) / 2 / 16000

@@ -31,7 +31,7 @@ from locara_ros.core.backends.asr import (
 )
 from locara_ros.core.backends import factory
 from locara_ros.core.backends.failover import Failover
-from locara_ros.core.mic_input import MicDecoder, VadFeed, parse_info
+from locara_ros.core.mic_input import MicDecoder, VadFeed, describe, parse_info
 from locara_ros.core.settings.asr import AsrSettings
 from locara_ros.core.recognizer import (
     Event,
@@ -98,6 +98,7 @@ class AsrNode(ManagedNode):
             echo = EchoGuard(p["echo_mode"], sample_rate=SAMPLE_RATE)
         # Audio input state (touched only by the microphone's callbacks, one at a time).
         self.mic = MicDecoder(p["input_sample_rate"])
+        self._heard = False  # the first chunk is logged (the microphone is connected)
 
         # Utterances: VAD thread (feed) -> recognizer thread (locara_ros.core.recognizer).
         self.recognizer = StreamingRecognizer(
@@ -200,6 +201,9 @@ class AsrNode(ManagedNode):
             else:
                 self.get_logger().error(str(e), throttle_duration_sec=2.0)  # a malformed chunk
             return
+        if not self._heard:
+            self._heard = True
+            self.get_logger().info(f"first audio from the microphone ({describe(self.mic.fmt)})")
         for mono, t_ns in pieces:
             self.feed.put(mono, t_ns, frame_id or self.frame_id_default)
 
