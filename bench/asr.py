@@ -34,7 +34,6 @@ import numpy as np
 from locara_ros.core import contract as C
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "test"))
 
 PHRASES = [
     "go to the kitchen", "turn around and come back", "where are my keys", "what time is it",
@@ -54,7 +53,7 @@ def pct(values, q):
 
 
 def bench_rtf(model: str) -> dict:
-    from support.speech import synthesize
+    from locara_ros.testing.speech import synthesize
 
     from locara_ros.core.backends.asr import FasterWhisperTranscriber
     from locara_ros.core.models import resolve_whisper
@@ -75,7 +74,7 @@ def bench_rtf(model: str) -> dict:
 
 def bench_pipeline(n: int, model: str) -> dict:
     import psutil
-    from support.speech import conversation, write_wav
+    from locara_ros.testing.speech import conversation, write_wav
 
     from locara_ros.core.transcripts import normalize_text
     from locara_ros.msg import Transcript, VoiceEvent

@@ -4,7 +4,8 @@
     . ./locara_env.sh && python bench/bargein.py [--runs 8] [--modes reference]
 
 Processes: tts (Piper, audio/tts only), asr (Silero VAD + faster-whisper tiny.en, echo_mode) and
-the room simulator (test/support/room.py): the robot's actual audio/tts comes back into the mic
+the room simulator (locara_ros/testing/room_node.py): the robot's actual audio/tts comes back
+into the mic
 80 ms late at -9 dB with a reverberation tail, and in every robot turn a person says "stop and
 turn left" 2 s after the robot starts (0 dB).
 
@@ -30,7 +31,6 @@ import numpy as np
 from locara_ros.core import contract as C
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "test"))
 
 ROBOT = ("The weather today is sunny and warm. I can see three people in the kitchen. "
          "The battery is charged to eighty percent. My next task is to water the plants in the "
@@ -46,7 +46,7 @@ def pct(values, q):
 def bench_mode(mode: str, runs: int, min_speech: float, user_wav: str) -> dict:
     from audio_common_msgs.msg import AudioDataStamped
     from std_msgs.msg import Header, String
-    from support.room import room_process
+    from locara_ros.testing.room_node import room_process
 
     from locara_ros.core.transcripts import normalize_text
     from locara_ros.msg import Transcript, VoiceEvent
@@ -144,7 +144,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "bargein.json"))
     args = ap.parse_args()
 
-    from support.speech import silence, synthesize, write_wav
+    from locara_ros.testing.speech import silence, synthesize, write_wav
     user = np.concatenate([silence(0.1), synthesize(USER, varied=True), silence(0.3)])
     wav = str(write_wav(Path(tempfile.mkdtemp(prefix="bargein_")) / "user.wav", user))
     result = {"cpus": os.cpu_count(), "load_avg": os.getloadavg(), "modes": {}}

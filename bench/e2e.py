@@ -39,7 +39,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "test"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 NS = 1_000_000_000
@@ -116,7 +115,7 @@ def voiced_span(x: np.ndarray, rate: int = 16000) -> tuple[int, int]:
 def make_clips(turns: int, voices: list[str]) -> list[dict]:
     """The requests, each said by the next voice in turn (Piper; espeak-ng 150 / 190 wpm)."""
     from spoken import espeak
-    from support.speech import synthesize
+    from locara_ros.testing.speech import synthesize
     cycle = []
     for v in voices:
         cycle += ["piper"] if v == "piper" else ["espeak-150", "espeak-190"]
@@ -138,8 +137,8 @@ class Bench:
     """The graph, and the bench as its microphone and observer."""
 
     def __init__(self, out: Path, vlm: tuple[str, str, str], sets: dict) -> None:
-        from support.feed import MicFeeder
-        from support.tiny_vlm import make_tiny_vlm
+        from locara_ros.testing.feed import MicFeeder
+        from locara_ros.testing.tiny_vlm import make_tiny_vlm
 
         from locara_ros.core.topology import TopologyOptions, build
         from locara_ros.testing.domain import DomainLease
@@ -367,7 +366,7 @@ def main() -> int:
     answers = [c for c in make_clips(len(REQUESTS), voices) if c["kind"] == "answer"]
     barge_command = make_clips(1, ["piper"])[0]
     barge_command.update(kind="command", text=BARGE_IN_REQUEST)
-    from support.speech import synthesize
+    from locara_ros.testing.speech import synthesize
     barge_command["audio"] = synthesize(BARGE_IN_REQUEST)
 
     t = time.monotonic()

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "test"))
 
 ROBOT = ("The weather today is sunny and warm. I can see three people in the kitchen. "
          "The battery is charged to eighty percent. My next task is to water the plants.")
@@ -45,7 +44,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "echo.json"))
     args = ap.parse_args()
 
-    from support.speech import synthesize
+    from locara_ros.testing.speech import synthesize
 
     from locara_ros.core.backends.asr import FasterWhisperTranscriber
     from locara_ros.core.echo import EchoGuard, erle_db

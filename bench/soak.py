@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "test"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 
@@ -73,7 +72,7 @@ def main() -> int:
 
     import numpy as np
     from e2e import REQUESTS as KINDS_AND_TEXTS
-    from support.speech import silence, synthesize, write_wav
+    from locara_ros.testing.speech import silence, synthesize, write_wav
 
     from locara_ros.core.topology import TopologyOptions, build
     from locara_ros.testing.domain import DomainLease

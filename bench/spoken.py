@@ -29,7 +29,6 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "test"))
 sys.path.insert(0, str(ROOT))
 
 
@@ -63,7 +62,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "spoken.json"))
     args = ap.parse_args()
 
-    from support.speech import noise, synthesize
+    from locara_ros.testing.speech import noise, synthesize
 
     from locara_ros.core.backends.asr import FasterWhisperTranscriber
     from locara_ros.core.backends.chat import LlamaCppCommandModel

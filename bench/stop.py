@@ -14,7 +14,8 @@ sentence ("that is enough, halt"), in these conditions:
 * load  - the same, while 20 clients keep voice/parse calls that need the model going (the
   model is busy all the time; calls refused as busy are retried after 0.5 s);
 * echo  - the robot is talking (a long voice/say) and the phrase comes through the room
-  simulator (test/support/room.py: the robot's own audio/tts 80 ms late at -9 dB plus the user)
+  simulator (locara_ros/testing/room_node.py: the robot's own audio/tts 80 ms late at -9 dB
+  plus the user)
   2.5 s into its speech; the asr cancels the echo. A first robot turn with no user lets the
   canceller learn the echo path (it gates the mic in the robot's first seconds after start-up).
   The room plays a user clip only in the robot turn the bench arms (room/user_next), so the
@@ -39,7 +40,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "test"))
 sys.path.insert(0, str(ROOT / "bench"))
 from spoken import espeak  # noqa: E402 - espeak-ng at a given speed, 16 kHz float32
 from locara_ros.core import contract as C  # noqa: E402
@@ -95,7 +95,7 @@ class Graph:
         self.parse = node.create_client(ParseCommand, C.PARSE.name)
         self.room = None
         if with_room:
-            from support.room import room_process
+            from locara_ros.testing.room_node import room_process
             from std_msgs.msg import Int32
             # the user talks only in the robot turns the bench arms (room/user_next): the robot's
             # own replies ("Stopping.") are turns too, and must not get a user clip
@@ -106,7 +106,7 @@ class Graph:
             self.user_next = node.create_publisher(Int32, "room/user_next", RELIABLE_QOS)
             self.room.wait_for_output("loudspeaker connected", timeout=30)
         else:
-            from support.feed import MicFeeder
+            from locara_ros.testing.feed import MicFeeder
             self.feeder = MicFeeder(self.ros)
             self.feeder.wait_connected()
         self.ros.wait_for_subscribers(self.say, timeout=30)
@@ -267,7 +267,7 @@ def main() -> int:
         parsed = value if value.lower() in ("on", "off", "yes", "no") else yaml.safe_load(value)
         overrides.setdefault(node_name, {})[param] = parsed
 
-    from support.speech import synthesize, write_wav
+    from locara_ros.testing.speech import synthesize, write_wav
 
     from locara_ros.core.command_schema import load_schema
     from locara_ros.testing.domain import DomainLease

@@ -29,7 +29,6 @@ import numpy as np
 from locara_ros.core import contract as C
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "test"))
 
 
 def main() -> int:
@@ -43,7 +42,7 @@ def main() -> int:
 
     import psutil
     from audio_common_msgs.msg import AudioDataStamped
-    from support.speech import conversation, noise, write_wav
+    from locara_ros.testing.speech import conversation, noise, write_wav
 
     from locara_ros.nodes.common import AUDIO_QOS, stamp_to_ns
     from locara_ros.testing.domain import DomainLease

@@ -28,7 +28,6 @@ import numpy as np
 from locara_ros.core import contract as C
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "test"))
 
 
 def pct(values, q):

@@ -7,7 +7,7 @@
   resize to the model's input -> JPEG data URI -> llama.cpp image encoder + projector -> text
   generation (--max-tokens, greedy) -> answer string; p50/p90 per image size, in process (the
   code the vlm node's worker runs). Without --model it uses the tiny random-weight VLM of
-  test/support/tiny_vlm.py, the only VLM available here: its numbers show the pipeline's own
+  locara_ros/testing/tiny_vlm.py, the only VLM available here: its numbers show the pipeline's own
   overhead (conversion, encoding, llama.cpp plumbing), NOT what a real VLM costs. Run it with
   --model/--mmproj pointing at e.g. Moondream2 on the robot for real numbers.
 * frame handling per image, per encoding and size: the header check the camera callback does for
@@ -30,10 +30,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "test"))
 
 from locara_ros.core.vision import CompressedFrame, RawFrame, frame_to_rgb, resize_to_fit  # noqa: E402
-from support.camera_publisher import encode, scene  # noqa: E402
+from locara_ros.testing.camera_publisher import encode, scene  # noqa: E402
 
 SIZES = [(320, 240), (640, 480), (1280, 720), (1920, 1080)]
 ENCODINGS = ["bgr8", "rgb8", "rgba8", "mono8", "mono16", "jpeg", "png"]
@@ -123,7 +122,7 @@ def main() -> int:
         model_path, mmproj_path, handler, which = args.model, args.mmproj, args.handler or "mtmd", \
             Path(args.model).name
     else:
-        from support.tiny_vlm import make_tiny_vlm
+        from locara_ros.testing.tiny_vlm import make_tiny_vlm
         cache = Path(tempfile.gettempdir()) / "locara_bench_tiny_vlm"
         model_path, mmproj_path, handler = (str(p) for p in make_tiny_vlm(cache))
         which = "tiny random-weight VLM (pipeline overhead only, not a real model)"

@@ -27,7 +27,7 @@ def _check_environment() -> str | None:
 _ENV_ERROR = _check_environment()
 _ROS_ONLY = ("locara_ros.msg", "locara_ros.srv", "rclpy", "audio_common_msgs", "locara_ros.nodes",
              "std_msgs", "sensor_msgs", "launch_pytest", "locara_ros.testing.inprocess",
-             "diagnostic_msgs", "support.room", "support.feed")
+             "diagnostic_msgs", "locara_ros.testing.room_node", "locara_ros.testing.feed")
 
 
 def pytest_ignore_collect(collection_path, config):

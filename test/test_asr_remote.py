@@ -24,7 +24,7 @@ import soundfile as sf
 from audio_common_msgs.msg import AudioDataStamped, AudioInfo
 from support import servers
 from support.servers import free_port
-from support.speech import silence, synthesize
+from locara_ros.testing.speech import silence, synthesize
 
 from locara_ros.core import contract as C
 from locara_ros.core.audio import encode_s16le, resample

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support.speech import synthesize
+from locara_ros.testing.speech import synthesize
 
 from locara_ros.core.echo import EchoGuard, erle_db, level_db
 from locara_ros.core.vad import Segmenter, SileroVad, VadConfig

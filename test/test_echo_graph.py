@@ -2,7 +2,8 @@
 
 Processes: the real `tts` node (Piper, play_on_device=false, publishes audio/tts), the real `asr`
 node (Silero VAD + faster-whisper tiny.en, echo_mode under test) and the room simulator
-(test/support/room.py, test support, not a model): it hears the robot's ACTUAL audio/tts output
+(locara_ros/testing/room_node.py, test support, not a model): it hears the robot's ACTUAL
+audio/tts output
 and plays it back into a 16 kHz live mic stream (audio/mic), 80 ms late, attenuated, with a short
 reverberation tail and background noise, and in the robot's second turn mixes in a person saying
 "stop and turn left" 2 s after the robot starts speaking.
@@ -21,8 +22,8 @@ import numpy as np
 import pytest
 from audio_common_msgs.msg import AudioDataStamped
 from std_msgs.msg import Header, String
-from support.room import room_process
-from support.speech import silence, synthesize, write_wav
+from locara_ros.testing.room_node import room_process
+from locara_ros.testing.speech import silence, synthesize, write_wav
 
 from locara_ros.core import contract as C
 from locara_ros.core.audio import MIC_FORMAT, decode, rms_dbfs

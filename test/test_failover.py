@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from support import servers
-from support.feed import MicFeeder
-from support.speech import silence, synthesize
+from locara_ros.testing.feed import MicFeeder
+from locara_ros.testing.speech import silence, synthesize
 
 from locara_ros.core import contract as C
 from locara_ros.core.transcripts import normalize_text

@@ -2,18 +2,23 @@
 feed thread with the real Silero VAD and faster-whisper tiny.en on Piper speech."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from support.speech import silence, synthesize
+from locara_ros.testing.speech import silence, synthesize
 
+from locara_ros.core.asr_pipeline import AsrPipeline, priming
 from locara_ros.core.audio import AudioFormatError, encode_s16le
 from locara_ros.core.backends.asr import FasterWhisperTranscriber
+from locara_ros.core.command_schema import load_schema
 from locara_ros.core.mic_input import MicDecoder, VadFeed
 from locara_ros.core.models import resolve_whisper
 from locara_ros.core.recognizer import Hypothesis, RecognizerConfig, Stopped, StreamingRecognizer
+from locara_ros.core.settings.asr import AsrSettings
 from locara_ros.core.vad import Segmenter, SileroVad, VadConfig
 
 T0 = 1_000_000_000
@@ -120,3 +125,37 @@ def test_a_format_change_ends_the_utterance_and_starts_over(whisper):
     finally:
         feed.close()
         rec.close()
+
+
+def test_the_asr_pipeline_from_its_settings_hears_a_complete_request(tmp_path):
+    """core.asr_pipeline: what the asr node configures - the schema's words as hotwords (or
+    prompt), the VAD and the recognizer from AsrSettings, the turn judged from the words."""
+    schema = load_schema(Path(__file__).resolve().parent.parent / "config" / "commands.yaml")
+    cfg = AsrSettings(model="tiny.en", partial_interval=0.0)
+    primed = priming(cfg, schema)
+    assert "kitchen" in primed.hotwords and primed.prompt == ""
+    in_prompt = priming(dataclasses.replace(cfg, prime_with_schema="prompt",
+                                            initial_prompt="Robot."), schema)
+    assert in_prompt.prompt.startswith("Robot. ") and "kitchen" in in_prompt.prompt
+    assert in_prompt.hotwords == ""
+    events = Events()
+    pipe = AsrPipeline(cfg, schema, FasterWhisperTranscriber(resolve_whisper("tiny.en")),
+                       primed.prompt, events, now_ns=time.time_ns, id_prefix="pipe")
+    pipe.warm()
+    pipe.start()
+    try:
+        audio = np.concatenate([silence(0.3), synthesize("Go to the kitchen."), silence(1.5)])
+        for i in range(0, audio.size, 320):  # S16LE chunks as they come off audio/mic
+            for mono, t in pipe.mic.decode(encode_s16le(audio[i:i + 320]), T0 + i * 62_500):
+                pipe.feed.put(mono, t, "")
+        got = events.wait(lambda e: isinstance(e, Hypothesis) and e.final, timeout=60)
+        final = next(e for e in got if isinstance(e, Hypothesis) and e.final)
+        assert "go to the kitchen" in final.result.text.lower(), final.result.text
+        stop = next(e.stop for e in got if isinstance(e, Stopped))
+        assert stop.reason.startswith("silence"), stop
+        # the turn is judged from the words (fed faster than real time here, the silence is
+        # over before a speculative final: the judge itself is checked)
+        assert pipe.turn_end.judge("go to the kitchen").stop_ms == cfg.turn_end_complete_ms
+        assert pipe.turn_end.judge("go to the").stop_ms == cfg.turn_end_incomplete_ms
+    finally:
+        pipe.close()

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from support.speech import silence, synthesize, write_wav
+from locara_ros.testing.speech import silence, synthesize, write_wav
 
 from locara_ros.core.audio import AudioFormatError, encode_s16le, resample
 from locara_ros.core.mic_sources import (

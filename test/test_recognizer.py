@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.speech import conversation, silence, synthesize
+from locara_ros.testing.speech import conversation, silence, synthesize
 
 from locara_ros.core.backends.asr import FasterWhisperTranscriber, Transcriber
 from locara_ros.core.backends.openai_http import BackendError

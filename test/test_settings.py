@@ -57,3 +57,20 @@ def test_parser_settings_make_the_parser_config():
     pc = c.parser_config()
     assert (pc.history_turns, pc.fast_path, pc.answer_source) == (2, False, "model")
     assert pc.max_text_chars == c.max_text_chars and pc.temperature == c.temperature
+
+
+@pytest.mark.parametrize("name, value, why", [
+    ("volume", 0.5, ""),
+    ("barge_in", False, ""),
+    ("barge_in_min_speech", math.inf, "must be finite"),
+    ("barge_in_min_speech", math.nan, "must be finite"),
+    ("volume", -1.0, "must be in ["),
+    ("volume", "loud", "must be a number"),
+    ("volume", True, "must be a number"),
+    ("barge_in", 1, "must be true or false"),
+    ("voice", "en_US-amy-medium", "fixed at start-up"),
+    ("no_such_parameter", 1, "fixed at start-up"),
+])
+def test_run_time_changes_are_refused_with_the_reason(name, value, why):
+    refusal = TtsSettings.runtime_refusal(name, value)
+    assert (why in refusal and name in refusal) if why else refusal == "", refusal

@@ -10,7 +10,8 @@ launch/*.launch.py), running whole conversations with the real packaged models.
   needed), a request that needs the model answered by the server, and by the local fallback
   after the server is killed mid-conversation.
 
-Vision runs the tiny random-weight VLM (test/support/tiny_vlm.py): no VLM weights are packaged,
+Vision runs the tiny random-weight VLM (locara_ros/testing/tiny_vlm.py): no VLM weights are
+packaged,
 so its answers are noise; the tests check the machinery (frames in, answers out), not meaning.
 """
 from __future__ import annotations
@@ -22,8 +23,8 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage
 from support import servers
-from support.speech import conversation, write_wav
-from support.tiny_vlm import make_tiny_vlm
+from locara_ros.testing.speech import conversation, write_wav
+from locara_ros.testing.tiny_vlm import make_tiny_vlm
 
 from locara_ros.core import contract as C
 from locara_ros.core.topology import TopologyOptions, build

@@ -16,6 +16,7 @@ from locara_ros.core.playback import (
     SpeakerGate,
     SpeakerListener,
     StopKind,
+    apply_setting,
     spoken_prefix,
 )
 from locara_ros.testing.inprocess import wait_until
@@ -174,6 +175,24 @@ def test_barge_in_monitor_needs_minimum_speech():
     assert m.due(3_150_000_000) is None
     utt, seconds = m.due(3_250_000_000)
     assert utt == "user" and seconds == pytest.approx(0.25)
+
+
+def test_barge_in_check_stops_a_speaking_robot_once_and_obeys_its_switches(engine):
+    sp, rec = engine()
+    m = BargeInMonitor(min_speech=0.2)
+    m.speech_started("user", 0)
+    assert not m.check(sp, 10**9)  # the robot is silent: nothing to stop
+    sp.say(LONG)
+    wait_until(lambda: sp.speaking, 15, what="speech")
+    apply_setting("barge_in", False, gate=None, speaker=sp, monitor=m)
+    assert not m.check(sp, 10**9) and sp.speaking  # switched off at run time
+    apply_setting("barge_in", True, gate=None, speaker=sp, monitor=m)
+    apply_setting("barge_in_min_speech", 2.0, gate=None, speaker=sp, monitor=m)
+    assert not m.check(sp, 10**9)  # 1 s of user speech is not 2 s
+    assert m.check(sp, 3 * 10**9) and not sp.speaking
+    wait_until(lambda: rec.of("stopped"), 5, what="the stop report")
+    assert "barge-in: user speech user for 3.00 s" in rec.of("stopped")[-1][3]
+    assert not m.check(sp, 4 * 10**9)  # one barge-in per user utterance
 
 
 def test_streamed_reply_is_paced_and_reported(engine, synth):

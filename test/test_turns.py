@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.speech import silence, synthesize
+from locara_ros.testing.speech import silence, synthesize
 
 from locara_ros.core.command_schema import load_schema
 from locara_ros.core.turns import TurnEnd

@@ -6,7 +6,7 @@ import difflib
 
 import numpy as np
 import pytest
-from support.speech import noise, silence, synthesize
+from locara_ros.testing.speech import noise, silence, synthesize
 
 from locara_ros.core.transcripts import (
     chunk_plan,

@@ -1,11 +1,12 @@
 """Vision core without ROS: frame checks and conversion, the llama.cpp backend on the tiny
-random-weight VLM (test/support/tiny_vlm.py), and the OpenAI-compatible backend's request."""
+random-weight VLM (locara_ros/testing/tiny_vlm.py), and the OpenAI-compatible backend's request."""
 from __future__ import annotations
 
 import base64
 import http.server
 import json
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -29,8 +30,8 @@ from locara_ros.core.vision import (
     frame_to_rgb,
     resize_to_fit,
 )
-from support.camera_publisher import encode, scene
-from support.tiny_vlm import make_tiny_vlm
+from locara_ros.testing.camera_publisher import encode, scene
+from locara_ros.testing.tiny_vlm import make_tiny_vlm
 
 W, H = 64, 48
 SCENE = scene(W, H)
@@ -330,3 +331,35 @@ def test_openai_backend_errors_are_backend_errors(stand_in):
     down = OpenAIVision(ServerConfig("http://127.0.0.1:9/v1", timeout=2, connect_timeout=1))
     with pytest.raises(BackendUnavailable):
         down.answer(SCENE, "q", 4)
+
+
+# ---------------------------------------------------------------------- vision/ask without ROS
+def test_vision_service_checks_the_question_and_the_frame_then_answers(tiny_vlm):
+    """core.vision_service (what the vlm node serves): refusals with the reason, the answer with
+    its frame's stamp from the real llama.cpp backend, a timeout answered as such."""
+    from locara_ros.core.vision_service import VisionLimits, VisionService
+    text, mmproj, _ = tiny_vlm
+    model = LlamaCppVision(text, mmproj, chat_handler="llava15", n_ctx=1024, n_threads=1)
+    vision = VisionService(model, VisionLimits(max_question_chars=40, max_frame_age=5.0,
+                                               max_tokens=8, request_timeout=60.0),
+                           served_by=lambda: model.name)
+    try:
+        assert vision.ask("what is on the table?").message == "no frame received yet"
+        vision.store(RawFrame(b"\0" * 12, 2, 2, "rgb8", 5), 7)  # step < width x pixel size
+        assert vision.ask("what is on the table?").message.startswith("bad frame: ")
+        assert vision.ask("  ").message == "empty question"
+        assert "too long" in vision.ask("why " * 20).message
+        vision.store(raw("rgb8"), 1_500_000_000)
+        a = vision.ask("what is on the table?")
+        assert a.success and a.answer and a.image_stamp_ns == 1_500_000_000, a
+        assert a.backend == "llama_cpp:llava15" and a.inference_time > 0
+        assert vision.frames_received == 1 and vision.frames_dropped == 1
+        time.sleep(0.2)
+        stale = vision.ask("what is on the table?", max_age=0.1)
+        assert not stale.success and "old (max 0.1 s)" in stale.message
+        vision.limits.request_timeout = 0.0
+        late = vision.ask("what is on the table?")
+        assert not late.success and late.message.startswith("timeout:"), late
+    finally:
+        vision.close()
+        model.close()

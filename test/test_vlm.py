@@ -1,7 +1,8 @@
-"""The vlm node as a real process: camera frames from a second process (test/support/
-camera_publisher.py), `vision/ask` from this one, answered by a real llama.cpp vision pipeline.
+"""The vlm node as a real process: camera frames from a second process
+(locara_ros/testing/camera_publisher.py), `vision/ask` from this one, answered by a real llama.cpp
+vision pipeline.
 
-The model is the tiny random-weight LLaVA-shaped VLM of test/support/tiny_vlm.py (no real VLM
+The model is the tiny random-weight LLaVA-shaped VLM of locara_ros/testing/tiny_vlm.py (no real VLM
 weights can be installed here): its answers are meaningless, but every frame really goes through
 OpenCV, llama.cpp's image encoder and projector, and text generation. Greedy decoding makes the
 answer a deterministic function of the picture, which the encoding test uses: the same picture
@@ -18,7 +19,8 @@ import psutil
 import re
 import pytest
 from support import servers
-from support.tiny_vlm import make_tiny_vlm
+from locara_ros.testing import camera_publisher
+from locara_ros.testing.tiny_vlm import make_tiny_vlm
 
 from locara_ros.core import contract as C
 from locara_ros.msg import VoiceEvent
@@ -71,7 +73,7 @@ def publish(procs, support_dir, encoding, stamp_sec, *, count=3, period=0.02, ho
         flag = "--" + key.replace("_", "-")
         args += [flag] if value is True else [flag, str(value)]
     label = f"camera_{encoding}_{stamp_sec}"
-    return procs.start(NodeProcess.python(str(support_dir / "camera_publisher.py"), *args,
+    return procs.start(NodeProcess.python(camera_publisher.__file__, *args,
                                           log_dir=procs.log_dir, label=label))
 
 

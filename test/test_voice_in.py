@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from audio_common_msgs.msg import AudioData, AudioDataStamped, AudioInfo
-from support.speech import noise, silence, synthesize, write_wav
+from locara_ros.testing.speech import noise, silence, synthesize, write_wav
 
 from locara_ros.core import contract as C
 from locara_ros.core.audio import encode_s16le
@@ -387,7 +387,7 @@ def test_wyoming_client_streams_a_stock_satellite_and_reconnects(ros, procs, tmp
 def test_an_utterance_longer_than_a_chunk_is_transcribed_whole(ros, procs):
     """One 12 s utterance (phrases with short breaths, no pause long enough to end it) and
     chunk_seconds 5: the asr transcribes it in overlapping chunks and merges them."""
-    from support.feed import MicFeeder
+    from locara_ros.testing.feed import MicFeeder
     phrases = ["go back to the charging station", "turn around and come back",
                "open the door and look at the table", "then pick up the blue box",
                "and bring it to the kitchen", "after that stop near the window"]
@@ -416,7 +416,7 @@ def test_the_multilingual_model_detects_the_language(ros, procs, tmp_path):
     """Whisper base with language auto on German speech (espeak-ng, a real synthesizer): the
     transcript says de."""
     import subprocess
-    from support.feed import MicFeeder
+    from locara_ros.testing.feed import MicFeeder
     wav = tmp_path / "de.wav"
     subprocess.run(["espeak-ng", "-v", "de", "-s", "140", "-w", str(wav),
                     "Guten Morgen, bitte fahre jetzt in die Küche und bring mir eine Tasse "
@@ -441,7 +441,7 @@ def test_a_spoken_stop_word_stops_the_robot_before_the_utterance_ends(ros, procs
     command_parser as processes, "Freeze." said into audio/mic. The check's partial "freeze"
     comes before the final, the parser publishes `stop` from it (origin fast_path), and the
     final that follows does not publish a second stop."""
-    from support.feed import MicFeeder
+    from locara_ros.testing.feed import MicFeeder
 
     from locara_ros.msg import RobotCommand
     procs.start(NodeProcess.node("command_parser", log_dir=procs.log_dir,

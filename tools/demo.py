@@ -18,7 +18,8 @@ request the robot must refuse, and a stop.
 Vision: no vision-language weights are packaged anywhere this project can install from. Give
 real ones with --vlm-model/--vlm-mmproj/--vlm-chat-handler and the robot speaks what it sees.
 Without them the robot answers a spoken vision question "no vision model is running", and the
-demo still exercises vision/ask with the tiny random-weight test model (test/support/tiny_vlm.py,
+demo still exercises vision/ask with the tiny random-weight test model
+(locara_ros/testing/tiny_vlm.py,
 served under demo/noise_vision/ask so the robot never speaks it): the image really goes through
 llama.cpp's image encoder, projector and text generation, and the answer is printed labelled as
 noise.
@@ -97,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     vlm_model, vlm_mmproj, handler = args.vlm_model, args.vlm_mmproj, args.vlm_chat_handler
     random_vlm = False
     if not args.no_vision and not vlm_model:
-        sys.path.insert(0, str(ROOT / "test"))
-        from support.tiny_vlm import make_tiny_vlm
+        from locara_ros.testing.tiny_vlm import make_tiny_vlm
         vlm_model, vlm_mmproj, handler = (str(x) for x in make_tiny_vlm(out / "tiny_vlm"))
         random_vlm = True
         say("setup", "vision: no VLM weights are packaged, so the robot will say no vision "

@@ -19,8 +19,7 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "test"))
-from support.speech import conversation, silence, synthesize, write_wav  # noqa: E402
+from locara_ros.testing.speech import conversation, silence, synthesize, write_wav  # noqa: E402
 
 PHRASES = ["Go to the kitchen.", "What do you see?"]
 # (what the user says, seconds of silence after it, what the demo prints about it)

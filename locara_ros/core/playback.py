@@ -246,8 +246,9 @@ class BargeInMonitor:
     so the VAD's own decision delay counts towards the minimum.
     """
 
-    def __init__(self, min_speech: float = 0.2) -> None:
+    def __init__(self, min_speech: float = 0.2, enabled: bool = True) -> None:
         self.min_speech_ns = int(max(0.0, min_speech) * 1e9)
+        self.enabled = bool(enabled)  # off: user speech never stops the robot
         self._active: Dict[str, int] = {}  # user utterance id -> onset ns
 
     def speech_started(self, utterance_id: str, onset_ns: int) -> None:
@@ -265,6 +266,54 @@ class BargeInMonitor:
             if now_ns - onset >= self.min_speech_ns:
                 return utt, (now_ns - onset) / 1e9
         return None
+
+    def check(self, speaker: Speaker, now_ns: int) -> bool:
+        """Stop `speaker` (StopKind.BARGE_IN) when user speech has lasted long enough while it
+        speaks; one barge-in per user utterance. True when it stopped it."""
+        due = self.due(now_ns) if self.enabled else None
+        if due is None or not speaker.speaking:
+            return False
+        user_utt, seconds = due
+        self.speech_stopped(user_utt)
+        speaker.stop(f"barge-in: user speech {user_utt or '?'} for {seconds:.2f} s",
+                     kind=StopKind.BARGE_IN)
+        return True
+
+
+def apply_setting(name: str, value: object, *, gate: Optional[SpeakerGate],
+                  speaker: Optional[Speaker], monitor: BargeInMonitor) -> None:
+    """A run-time tts parameter (already checked: TtsSettings.runtime_refusal) takes effect."""
+    if name == "speaker_enabled" and gate is not None:
+        gate.enabled = bool(value)
+        if not value and speaker is not None:
+            speaker.stop("speaker disabled", kind=StopKind.DISABLED)
+    elif name == "volume" and gate is not None:
+        gate.volume = float(value)  # capped at max_volume by the gate
+    elif name == "barge_in":
+        monitor.enabled = bool(value)
+    elif name == "barge_in_min_speech":
+        monitor.min_speech_ns = int(float(value) * 1e9)
+
+
+def open_sinks(rate_in: int, *, publish: Callable[[np.ndarray, float], None] | None = None,
+               publish_rate: int = 0, device: str | None = None, device_rate: int = 0,
+               peak: float = 1.0) -> tuple[List[AudioSink], List[str]]:
+    """The tts outputs: a topic (`publish` at `publish_rate`) and/or a sound `device` (None: no
+    device). A device that cannot be opened is an error kept in the returned list when the
+    topic remains, and a PlaybackError when nothing would be left."""
+    sinks: List[AudioSink] = []
+    errors: List[str] = []
+    if publish is not None:
+        sinks.append(CallbackSink(publish, rate_in, publish_rate or rate_in, peak=peak))
+    if device is not None:
+        try:
+            sinks.append(DeviceSink(rate_in, device, device_rate, peak=peak))
+        except PlaybackError as e:
+            if not sinks:
+                raise PlaybackError(f"{e}; with publish_audio=false there is no output left "
+                                    "(set play_on_device=false to publish only)") from e
+            errors.append(f"{e}; publishing on audio/tts only")
+    return sinks, errors
 
 
 # ------------------------------------------------------------------------------------- pipeline

@@ -13,46 +13,26 @@ utterance, that result is the final, so the final follows the end-of-speech deci
 """
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import time
 from typing import Any
 
-import numpy as np
 from audio_common_msgs.msg import AudioData, AudioDataStamped, AudioInfo
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 
 from locara_ros.core import contract as C
+from locara_ros.core.asr_pipeline import AsrPipeline, priming
 from locara_ros.core.audio import AudioFormatError
-from locara_ros.core.backends.asr import (
-    FasterWhisperTranscriber,
-    Transcriber,
-    TranscriptionResult,
-)
 from locara_ros.core.backends import factory
-from locara_ros.core.backends.failover import Failover
-from locara_ros.core.mic_input import MicDecoder, VadFeed, describe, parse_info
+from locara_ros.core.backends.asr import Transcriber, TranscriptionResult
+from locara_ros.core.command_schema import load_schema
+from locara_ros.core.mic_input import describe, parse_info
+from locara_ros.core.recognizer import Event, Failed, Hypothesis, Started, Stopped, Utterance
 from locara_ros.core.settings.asr import AsrSettings
-from locara_ros.core.recognizer import (
-    Event,
-    Failed,
-    Hypothesis,
-    RecognizerConfig,
-    Started,
-    Stopped,
-    StreamingRecognizer,
-    Utterance,
-    stop_checker,
-)
-from locara_ros.core.vad import (
-    SAMPLE_RATE,
-    Segmenter,
-    SileroVad,
-    VadConfig,
-)
 from locara_ros.msg import Transcript, VoiceEvent
 from locara_ros.nodes.common import (
     declare_settings,
+    default_schema_path,
     ns_to_stamp,
     publisher,
     run_node,
@@ -63,58 +43,35 @@ from locara_ros.nodes.common import (
 from locara_ros.nodes.failover import backend_name, served_by, with_failover
 from locara_ros.nodes.managed import ManagedNode
 
+
 class AsrNode(ManagedNode):
     def __init__(self) -> None:
         super().__init__("asr")
-        self._p = self._declare_parameters()
-        self.frame_id_default = self._p["frame_id"]
+        self.cfg = declare_settings(self, AsrSettings)
         self.transcriber: Transcriber | None = None
-        self.recognizer: StreamingRecognizer | None = None
-        self.feed: VadFeed | None = None
+        self.pipeline: AsrPipeline | None = None
 
     def setup(self) -> tuple[str, float]:
         """configure: load Whisper and the VAD, subscribe the mic, start the VAD and recognizer
         threads."""
-        p = self._p
+        cfg = self.cfg
+        path = cfg.schema_path or default_schema_path()
+        schema = load_schema(path)  # SchemaError names file and line
+        primed = priming(cfg, schema)
         self.events_pub = publisher(self, C.VOICE_EVENTS, VoiceEvent)
         t0 = time.monotonic()
-        self.transcriber = self._make_transcriber()
-        self.vad = SileroVad(p["vad_model"])
-        segmenter = Segmenter(self.vad, VadConfig(
-            threshold=p["vad_threshold"], neg_threshold=p["vad_neg_threshold"],
-            start_ms=p["vad_start_ms"], stop_ms=p["vad_stop_ms"],
-            min_speech_ms=p["vad_min_speech_ms"], max_utterance_s=p["max_utterance_s"],
-            pre_roll_ms=p["vad_pre_roll_ms"]))
-        local = self.transcriber.fallback if isinstance(self.transcriber, Failover) else (
-            self.transcriber)
-        if isinstance(local, FasterWhisperTranscriber):  # first inference allocates: do it now
-            local.transcribe(np.zeros(SAMPLE_RATE, np.float32), self.language)
-        load_seconds = time.monotonic() - t0
-
-        # Echo hook (locara_ros.core.echo, optional): cleans mic audio before VAD and ASR.
-        echo = None
-        if p["echo_mode"] != "off":
-            from locara_ros.core.echo import EchoGuard
-            echo = EchoGuard(p["echo_mode"], sample_rate=SAMPLE_RATE)
-        # Audio input state (touched only by the microphone's callbacks, one at a time).
-        self.mic = MicDecoder(p["input_sample_rate"])
-        self._heard = False  # the first chunk is logged (the microphone is connected)
-
-        # Utterances: VAD thread (feed) -> recognizer thread (locara_ros.core.recognizer).
-        self.recognizer = StreamingRecognizer(
-            segmenter, self.transcriber, RecognizerConfig(
-                partial_interval=p["partial_interval"],
-                partial_min_speech_s=p["partial_min_speech_s"],
-                chunk_seconds=p["chunk_seconds"], chunk_overlap=p["chunk_overlap"],
-                speech_pad_ms=p["speech_pad_ms"], pre_roll_ms=p["vad_pre_roll_ms"],
-                language=self.language, prompt=self.prompt,
-                stop_check_max_s=p["stop_check_max_s"]),
-            self._on_recognizer, turn_end=self.turn_end, stop_check=self.stop_check,
+        made = factory.transcriber(cfg, primed.hotwords)
+        self.transcriber = made if not isinstance(made, factory.Remote) else with_failover(
+            self, self.events_pub, "asr", made.backend, made.make_fallback, probe=made.probe,
+            retry_interval=cfg.retry_interval)
+        self.pipeline = pipe = AsrPipeline(
+            cfg, schema, self.transcriber, primed.prompt, self._on_recognizer,
+            now_ns=lambda: self.get_clock().now().nanoseconds,
             id_prefix=f"{self.get_name()}-{secrets.token_hex(2)}")
-        # mic callbacks -> bounded queue -> VAD thread [-> echo guard] -> recognizer
-        self.feed = VadFeed(self.recognizer, queue_size=p["queue_size"],
-                            stream_timeout=self.stream_timeout, echo=echo,
-                            now_ns=lambda: self.get_clock().now().nanoseconds)
+        pipe.warm()
+        load_seconds = time.monotonic() - t0
+        self.mic, self.feed = pipe.mic, pipe.feed
+        self._heard = False  # the first chunk is logged (the microphone is connected)
         self.final_pub = publisher(self, C.TRANSCRIPT, Transcript)
         self.partial_pub = publisher(self, C.TRANSCRIPT_PARTIAL, Transcript)
         # The microphone has a callback group of its own: its chunks never wait behind the echo
@@ -126,52 +83,14 @@ class AsrNode(ManagedNode):
                      gated=False)
         subscription(self, C.AUDIO_MIC, AudioDataStamped, self._on_stamped, callback_group=mic)
         subscription(self, C.AUDIO_MIC_RAW, AudioData, self._on_raw,
-                     name=p["audio_data_topic"], callback_group=mic)
-        if echo is not None:
+                     name=cfg.audio_data_topic, callback_group=mic)
+        if pipe.echo is not None:
             subscription(self, C.AUDIO_TTS_INFO, AudioInfo, self._on_tts_info, gated=False)
             subscription(self, C.AUDIO_TTS, AudioDataStamped, self._on_tts)
             subscription(self, C.VOICE_EVENTS, VoiceEvent, self._on_event, gated=False)
-
-        self.feed.start()
-        self.recognizer.start()
-        return (f"asr ({backend_name(self.transcriber)}, VAD {self.vad.path.name}, echo "
-                f"{p['echo_mode']})", load_seconds)
-
-    # ------------------------------------------------------------------ parameters
-    def _declare_parameters(self) -> dict[str, Any]:
-        """Declare the parameters (core.settings.asr); derive the priming and the end of turn
-        from the command schema."""
-        cfg = self.cfg = declare_settings(self, AsrSettings)
-        d = dataclasses.asdict(cfg)
-        self.language = cfg.language_code
-        self.prompt = cfg.initial_prompt
-        self.hotwords = ""
-        from locara_ros.core.command_schema import load_schema
-        from locara_ros.core.intents import recognizer_prompt
-        from locara_ros.core.turns import TurnEnd
-        path = d["schema_path"]
-        if not path:
-            from ament_index_python.packages import get_package_share_directory
-            path = f"{get_package_share_directory('locara_ros')}/config/commands.yaml"
-        schema = load_schema(path)  # SchemaError names file and line
-        if d["prime_with_schema"] != "off":
-            words = recognizer_prompt(schema)
-            if d["prime_with_schema"] == "prompt":
-                self.prompt = f"{self.prompt} {words}".strip()
-            else:
-                self.hotwords = words
-        self.turn_end = TurnEnd(schema, d["turn_end_complete_ms"], d["vad_stop_ms"],
-                                d["turn_end_incomplete_ms"])
-        self.stop_check = stop_checker(schema) if d["stop_check_max_s"] > 0 else None
-        self.stream_timeout = float(d["stream_timeout"])
-        return d
-
-    def _make_transcriber(self) -> Transcriber:
-        made = factory.transcriber(self.cfg, self.hotwords)
-        if isinstance(made, factory.Remote):
-            return with_failover(self, self.events_pub, "asr", made.backend, made.make_fallback,
-                                 probe=made.probe, retry_interval=self.cfg.retry_interval)
-        return made
+        pipe.start()
+        return (f"asr ({backend_name(self.transcriber)}, VAD {pipe.vad.path.name}, echo "
+                f"{cfg.echo_mode})", load_seconds)
 
     # ------------------------------------------------------------------ audio in (callbacks)
     def _on_info(self, msg: AudioInfo) -> None:
@@ -205,7 +124,7 @@ class AsrNode(ManagedNode):
             self._heard = True
             self.get_logger().info(f"first audio from the microphone ({describe(self.mic.fmt)})")
         for mono, t_ns in pieces:
-            self.feed.put(mono, t_ns, frame_id or self.frame_id_default)
+            self.feed.put(mono, t_ns, frame_id or self.cfg.frame_id)
 
     # ------------------------------------------------------------------ echo hook
     def _on_tts_info(self, msg: AudioInfo) -> None:
@@ -284,19 +203,16 @@ class AsrNode(ManagedNode):
     def pause(self) -> None:
         """deactivate: end the utterance under way (its final comes out now, not after the
         stream timeout) and start over on activate."""
-        if self.feed is not None:
-            self.feed.restart("deactivated")
+        if self.pipeline is not None:
+            self.pipeline.feed.restart("deactivated")
 
     def teardown(self) -> None:
         """cleanup / shutdown: stop the VAD and recognizer threads, free the models."""
-        if self.feed is not None:
-            self.feed.close()
-        if self.recognizer is not None:
-            self.recognizer.close()
-        if self.transcriber is not None:
+        if self.pipeline is not None:
+            self.pipeline.close()  # and the transcriber
+        elif self.transcriber is not None:  # configure failed after loading it
             self.transcriber.close()
-        self.feed = self.recognizer = self.transcriber = self.vad = None
-
+        self.pipeline = self.transcriber = self.feed = self.mic = None
 
 def main(args=None) -> int:
     return run_node(AsrNode, args)

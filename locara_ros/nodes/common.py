@@ -152,6 +152,12 @@ def _declare(node: Node, name: str, default: Any, description: str, read_only: b
     return value
 
 
+def default_schema_path() -> str:
+    """share/locara_ros/config/commands.yaml of the installed package."""
+    from ament_index_python.packages import get_package_share_directory
+    return os.path.join(get_package_share_directory("locara_ros"), "config", "commands.yaml")
+
+
 def declare_settings(node: Node, cls: type) -> Any:
     """Declare every field of a settings dataclass (locara_ros.core.settings) as a parameter,
     validate, and return the filled-in settings (ValueError names what is wrong)."""

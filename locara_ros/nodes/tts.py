@@ -8,9 +8,8 @@ voice/events; voice/stop stops at once. See the README (tts).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from typing import Any, List
+from typing import Any
 
 from audio_common_msgs.msg import AudioDataStamped, AudioInfo
 from rcl_interfaces.msg import SetParametersResult
@@ -21,17 +20,16 @@ from std_srvs.srv import Trigger
 from locara_ros.core import contract as C
 from locara_ros.core.audio import AudioFormat, encode_s16le
 from locara_ros.core.backends.tts import PiperSynthesizer
+from locara_ros.core.memory import trim_heap
 from locara_ros.core.playback import (
-    AudioSink,
     BargeInMonitor,
-    CallbackSink,
-    DeviceSink,
-    PlaybackError,
     Speaker,
     SpeakerGate,
     SpeakerListener,
     StopKind,
     StopReport,
+    apply_setting,
+    open_sinks,
 )
 from locara_ros.core.settings.tts import TtsSettings
 from locara_ros.msg import ReplyChunk, VoiceEvent
@@ -51,23 +49,6 @@ from locara_ros.nodes.managed import ManagedNode
 _DYNAMIC = TtsSettings.dynamic()
 
 
-def _refusal(prm: Any) -> str:
-    """Why a run-time change of this parameter is refused, or ""."""
-    kind = _DYNAMIC.get(prm.name)
-    if kind is None:
-        return f"{prm.name} is fixed at start-up; restart the node"
-    value = prm.value
-    if kind is bool:
-        return "" if isinstance(value, bool) else f"{prm.name} must be true or false, " \
-                                                  f"got {value!r}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"{prm.name} must be a number, got {value!r}"
-    lo, hi = kind
-    if not (math.isfinite(value) and lo <= value <= hi):
-        return f"{prm.name} must be in [{lo}, {hi}], got {value}"
-    return ""
-
-
 class TtsNode(ManagedNode):
     def __init__(self) -> None:
         super().__init__("tts")
@@ -75,8 +56,7 @@ class TtsNode(ManagedNode):
         self._closing = False
         self.gate: SpeakerGate | None = None
         self.speaker: Speaker | None = None
-        self.barge_in_enabled = bool(p["barge_in"])
-        self.monitor = BargeInMonitor(p["barge_in_min_speech"])
+        self.monitor = BargeInMonitor(p["barge_in_min_speech"], p["barge_in"])
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def setup(self) -> tuple[str, float]:
@@ -97,27 +77,18 @@ class TtsNode(ManagedNode):
         self.data_group = MutuallyExclusiveCallbackGroup()  # say/reply keep their order
         self.events_pub = publisher(self, C.VOICE_EVENTS, VoiceEvent)
         self.audio_pub = self.info_pub = None
-        sinks: List[AudioSink] = []
-        startup_errors = []
         if p["publish_audio"]:
             self.audio_pub = publisher(self, C.AUDIO_TTS, AudioDataStamped)
             self.info_pub = publisher(self, C.AUDIO_TTS_INFO, AudioInfo)
-            fmt = AudioFormat(self.output_rate, 1, "S16LE")
-            self.info_pub.publish(AudioInfo(channels=1, sample_rate=self.output_rate,
-                                            sample_format="S16LE", bitrate=fmt.bitrate,
-                                            coding_format="wave"))
-            sinks.append(CallbackSink(self._publish_audio, self.synth.sample_rate,
-                                      self.output_rate, peak=p["max_volume"]))
-        if p["play_on_device"]:
-            try:
-                sinks.append(DeviceSink(self.synth.sample_rate, p["device"], p["device_rate"],
-                                        peak=p["max_volume"]))
-            except PlaybackError as e:
-                if not sinks:
-                    raise PlaybackError(f"{e}; with publish_audio=false there is no output "
-                                        "left (set play_on_device=false to publish only)") from e
-                startup_errors.append(f"{e}; publishing on audio/tts only")
-                self.get_logger().error(startup_errors[-1])
+            self.info_pub.publish(AudioInfo(
+                channels=1, sample_rate=self.output_rate, sample_format="S16LE",
+                bitrate=AudioFormat(self.output_rate, 1, "S16LE").bitrate, coding_format="wave"))
+        sinks, startup_errors = open_sinks(
+            self.synth.sample_rate, publish=self._publish_audio if p["publish_audio"] else None,
+            publish_rate=self.output_rate, device=p["device"] if p["play_on_device"] else None,
+            device_rate=p["device_rate"], peak=p["max_volume"])
+        for err in startup_errors:
+            self.get_logger().error(err)
         self.gate = SpeakerGate(p["speaker_enabled"], p["volume"], p["max_volume"],
                                 p["max_speech_seconds"], p["speech_window_seconds"])
         self.speaker = Speaker(self.synth, sinks, gate=self.gate, listener=_Listener(self),
@@ -137,6 +108,9 @@ class TtsNode(ManagedNode):
         service(self, C.STOP_SPEAKING, Trigger, self._on_stop,
                 callback_group=self.control_group, gated=False)
         self.create_timer(0.02, self._check_barge_in, callback_group=self.control_group)
+        # the heap freed after speech goes back to the system while idle (core.memory)
+        self._spoke = False
+        self.create_timer(5.0, self._trim_when_idle, callback_group=self.control_group)
         for err in startup_errors:
             self.events_pub.publish(voice_event(self, VoiceEvent.ERROR, detail=err))
         outputs = ", ".join(s.name for s in sinks)
@@ -179,15 +153,12 @@ class TtsNode(ManagedNode):
                 self.get_logger().info(f"stopped {report.utterance_id} for a spoken stop")
 
     def _check_barge_in(self) -> None:
-        if not self.barge_in_enabled:
-            return
-        due = self.monitor.due(self.get_clock().now().nanoseconds)
-        if due is None or not self.speaker.speaking:
-            return
-        user_utt, seconds = due
-        self.monitor.speech_stopped(user_utt)  # one barge-in per user utterance
-        self.speaker.stop(f"barge-in: user speech {user_utt or '?'} for {seconds:.2f} s",
-                          kind=StopKind.BARGE_IN)
+        self.monitor.check(self.speaker, self.get_clock().now().nanoseconds)
+
+    def _trim_when_idle(self) -> None:
+        if self._spoke and self.speaker is not None and not self.speaker.speaking:
+            self._spoke = False
+            trim_heap()
 
     def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Any:
         report = self.speaker.stop("voice/stop")
@@ -200,20 +171,12 @@ class TtsNode(ManagedNode):
         # Checked before anything is applied; a value of the wrong type or NaN is refused with
         # a reason (it must never raise here: that would take the node down).
         for prm in params:
-            why = _refusal(prm)
+            why = TtsSettings.runtime_refusal(prm.name, prm.value)
             if why:
                 return SetParametersResult(successful=False, reason=why)
         for prm in params:  # unconfigured: the next configure reads the new values
-            if prm.name == "speaker_enabled" and self.gate is not None:
-                self.gate.enabled = bool(prm.value)
-                if not prm.value and self.speaker is not None:
-                    self.speaker.stop("speaker disabled", kind=StopKind.DISABLED)
-            elif prm.name == "volume" and self.gate is not None:
-                self.gate.volume = float(prm.value)  # capped at max_volume by the gate
-            elif prm.name == "barge_in":
-                self.barge_in_enabled = bool(prm.value)
-            elif prm.name == "barge_in_min_speech":
-                self.monitor.min_speech_ns = int(float(prm.value) * 1e9)
+            apply_setting(prm.name, prm.value, gate=self.gate, speaker=self.speaker,
+                          monitor=self.monitor)
         return SetParametersResult(successful=True)
 
     # ---------------------------------------------------------------- outputs (worker threads)
@@ -267,6 +230,7 @@ class _Listener(SpeakerListener):
 
     def on_stopped(self, report: StopReport) -> None:
         n = self.node
+        n._spoke = True
         if report.kind is StopKind.BARGE_IN:
             n.get_logger().info(f"barge-in on {report.utterance_id}: spoken {report.spoken!r}")
             n.publish_event(voice_event(n, VoiceEvent.BARGE_IN,

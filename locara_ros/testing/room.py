@@ -7,7 +7,7 @@ user) through it and feeds an :class:`~locara_ros.core.echo.EchoGuard` the way t
 and released ``ref_lead_ms`` before it (or late, to reproduce a loaded machine), SPEAKING events
 at the play times, and optionally a Silero VAD on the output.
 
-The ROS room node (test/support/room.py) uses the same impulse response.
+The ROS room node (locara_ros/testing/room_node.py) uses the same impulse response.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ the parameter's name.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -47,6 +48,24 @@ class Settings:
             out.append(Spec(f.name, default, m["description"], m["limits"], m["choices"],
                             m["dynamic"]))
         return out
+
+    @classmethod
+    def runtime_refusal(cls, name: str, value: Any) -> str:
+        """Why setting parameter `name` to `value` while the node runs is refused, or "" (only
+        `dynamic` fields change at run time; the value must fit the field's type and range, and
+        a number must be finite)."""
+        spec = next((s for s in cls.specs() if s.name == name), None)
+        if spec is None or not spec.dynamic:
+            return f"{name} is fixed at start-up; restart the node"
+        if isinstance(spec.default, bool):
+            return "" if isinstance(value, bool) else f"{name} must be true or false, got {value!r}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{name} must be a number, got {value!r}"
+        if not math.isfinite(value):
+            return f"{name} must be finite, got {value}"
+        if spec.limits is not None and not spec.limits[0] <= value <= spec.limits[1]:
+            return f"{name} must be in [{spec.limits[0]}, {spec.limits[1]}], got {value}"
+        return ""
 
     def check(self) -> None:
         """Validate combinations; raise ValueError naming the parameter(s)."""

@@ -12,7 +12,8 @@ stands in for the physical path robot loudspeaker -> air -> microphone:
 * each mic sample is ``echo(t) + user(t) + noise(t)``, where the echo is the robot's output
   delayed by ``echo_delay_ms`` and attenuated by ``echo_gain_db``, followed by a short decaying
   reverberation tail (``reverb_ms`` long, its energy ``reverb_db`` below the direct sound);
-* ``user_wav``: a person's utterance (a WAV made by the test with test/support/speech.py) mixed
+* ``user_wav``: a person's utterance (a WAV made by the test with locara_ros.testing.speech)
+  mixed
   in at ``user_offset`` seconds after the robot starts a turn (its first audio/tts sample after at
   least ``turn_gap`` s of silence), at ``user_gain_db``, in the turns listed in ``user_turns``
   ("all", or e.g. "2" or "2,3"); several WAVs (comma separated) are played one per turn, in turn.

@@ -22,7 +22,7 @@ An image then runs through llama.cpp's real image pre-processing, ViT encoder, p
 text generation. The answers are meaningless (random weights); the machinery is real. The files
 are NOT a model anyone should use, and nothing in the package ships or refers to them.
 
-    python test/support/tiny_vlm.py OUT_DIR [llava15|qwen25vl]   # writes a pair, prints paths
+    python locara_ros/testing/tiny_vlm.py OUT_DIR [llava15|qwen25vl]   # writes a pair, prints paths
 """
 from __future__ import annotations
 

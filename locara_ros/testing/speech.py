@@ -1,5 +1,6 @@
 """Real test speech, made in the test set-up with the packaged Piper voice (no recordings, no
-network). Shared by tests and benchmarks: `from support.speech import synthesize, write_wav`.
+network). Shared by tests, benchmarks and tools:
+`from locara_ros.testing.speech import synthesize, write_wav`.
 """
 from __future__ import annotations
 
