@@ -133,3 +133,30 @@ def test_autostart_exits_with_the_reason_when_the_load_fails(procs, tmp_path):
     assert proc.proc.wait(timeout=60) == 1
     assert "start-up failed" in proc.output()
     assert str(missing) in proc.output()
+
+
+def test_a_plain_node_survives_a_callback_that_raises(ros):
+    """mic_capture and turn_metrics are plain nodes (GuardedNode): a callback that raises is
+    logged and the node goes on; unguarded, rclpy's executor would end with the exception."""
+    from std_msgs.msg import String
+
+    from locara_ros.nodes.managed import GuardedNode
+
+    class Fragile(GuardedNode):
+        def __init__(self, context) -> None:
+            super().__init__("fragile_test_node", context=context)
+            self.seen: list[str] = []
+            self.create_subscription(String, "fragile_test", self.on_msg, RELIABLE_QOS)
+
+        def on_msg(self, msg: String) -> None:
+            if msg.data == "boom":
+                raise ValueError("boom")
+            self.seen.append(msg.data)
+
+    node = ros.add(Fragile(ros.context))
+    pub = ros.node("fragile_talker").create_publisher(String, "fragile_test", RELIABLE_QOS)
+    ros.wait_for_subscribers(pub)
+    pub.publish(String(data="boom"))
+    pub.publish(String(data="after"))
+    wait_until(lambda: node.seen == ["after"], 10, what="the message after the failure")
+    assert node._callback_failures == 1

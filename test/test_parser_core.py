@@ -438,3 +438,20 @@ def test_a_pending_question_is_not_answered_by_a_stop_sound_alike(schema):
     assert parser.sounds_like_stop("Alt.", None) is None
     parser._pending = None
     assert parser.sounds_like_stop("Alt.", None) == "halt"
+
+
+def test_a_server_that_cannot_be_reached_is_a_backend_error_not_garbage(schema):
+    """The real OpenAI-compatible client against a port nobody listens on: the outcome says
+    which kind of failure it was (ErrorKind), and the reply follows from the kind."""
+    import socket
+
+    from locara_ros.core.backends.chat import OpenAICommandModel
+    from locara_ros.core.parser import REPLY_BACKEND_FAILED, ErrorKind
+    with socket.socket() as s:  # a free port, closed again: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    model = OpenAICommandModel(f"http://127.0.0.1:{port}/v1", model="m", timeout_s=2.0)
+    outcome = CommandParser(schema, model, ParserConfig()).parse("tell me a story about dragons")
+    assert not outcome.success and outcome.command is None
+    assert outcome.error_kind is ErrorKind.BACKEND and outcome.error.startswith("backend failed")
+    assert outcome.reply == REPLY_BACKEND_FAILED

@@ -156,7 +156,11 @@ class MicSource:
         self.chunks_out = 0
 
     def start(self) -> MicSource:
-        self._thread = threading.Thread(target=self._run_guarded, name=f"mic-{self.kind}")
+        # daemon: a process told to stop while its owner was still being built (SIGINT in the
+        # node's constructor, so stop() is never called) must not wait for a source that
+        # retries a missing device forever
+        self._thread = threading.Thread(target=self._run_guarded, name=f"mic-{self.kind}",
+                                        daemon=True)
         self._thread.start()
         return self
 

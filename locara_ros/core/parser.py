@@ -27,6 +27,7 @@ the candidate actions (two-stage decoding), or 0 when the backend cannot tell. B
 """
 from __future__ import annotations
 
+import enum
 import logging
 import re
 import threading
@@ -119,6 +120,13 @@ class ParserConfig:
     stop_sounds_like: float = 0.25
 
 
+class ErrorKind(str, enum.Enum):
+    """What went wrong on the model path (ParseOutcome.error_kind; `error` says it in words)."""
+
+    BACKEND = "backend"  # the model or its server failed: "I can't think right now"
+    OUTPUT = "output"  # it answered, but nothing usable: "Sorry, I didn't understand"
+
+
 @dataclass
 class ParseOutcome:
     """Result of one request. `command` is None when the request maps to no command."""
@@ -134,6 +142,7 @@ class ParseOutcome:
     published: bool = False  # on_command was called (the node published voice/command)
     cancelled: bool = False
     error: str = ""  # reason for voice/events ERROR (backend failure, garbage)
+    error_kind: ErrorKind | None = None  # set with `error`
     handler: str = ""
     path: str = ""  # which of PATHS decided it
     reason: str = ""  # why the robot asks back (for logs): ungrounded, out of range, ...
@@ -465,7 +474,7 @@ class CommandParser:
                 if attempt == 1 and outcome.command is None and not reply_parts:
                     log.warning("retrying %r on the fallback: %s", text, e)
                     continue
-                outcome.error = f"backend failed: {e}"
+                outcome.error, outcome.error_kind = f"backend failed: {e}", ErrorKind.BACKEND
                 raw = ""
             break
         outcome.raw_output = raw
@@ -475,11 +484,11 @@ class CommandParser:
             outcome.reply = "".join(reply_parts)
             return outcome
         if outcome.error:
-            backend = outcome.error.startswith("backend failed")
+            kind = outcome.error_kind or ErrorKind.OUTPUT
             log.error("%s (raw output: %r)", outcome.error, raw[:300])
             return ParseOutcome(
-                success=False, message=outcome.error, error=outcome.error,
-                reply=REPLY_BACKEND_FAILED if backend else REPLY_NOT_UNDERSTOOD,
+                success=False, message=outcome.error, error=outcome.error, error_kind=kind,
+                reply=REPLY_BACKEND_FAILED if kind is ErrorKind.BACKEND else REPLY_NOT_UNDERSTOOD,
                 origin=self.origin, path="model", raw_output=raw,
                 first_reply_s=outcome.first_reply_s, command_s=None)
         if outcome.command is None:  # ask back: the model's question, or ours
@@ -586,7 +595,7 @@ class CommandParser:
         except FailedOver:
             raise
         except BackendError as e:
-            outcome.error = f"backend failed: {e}"
+            outcome.error, outcome.error_kind = f"backend failed: {e}", ErrorKind.BACKEND
             return stop_generation, reader.text
         if outcome.command is None and not outcome.needs_clarification and not outcome.error:
             if reader.error:

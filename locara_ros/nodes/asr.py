@@ -26,7 +26,7 @@ from locara_ros.core.audio import AudioFormatError
 from locara_ros.core.backends import factory
 from locara_ros.core.backends.asr import Transcriber, TranscriptionResult
 from locara_ros.core.command_schema import load_schema
-from locara_ros.core.mic_input import describe, parse_info
+from locara_ros.core.mic_input import MicDecoder, VadFeed, describe, parse_info
 from locara_ros.core.recognizer import Event, Failed, Hypothesis, Started, Stopped, Utterance
 from locara_ros.core.settings.asr import AsrSettings
 from locara_ros.msg import Transcript, VoiceEvent
@@ -50,6 +50,8 @@ class AsrNode(ManagedNode):
         self.cfg = declare_settings(self, AsrSettings)
         self.transcriber: Transcriber | None = None
         self.pipeline: AsrPipeline | None = None
+        self.mic: MicDecoder | None = None
+        self.feed: VadFeed | None = None
 
     def setup(self) -> tuple[str, float]:
         """configure: load Whisper and the VAD, subscribe the mic, start the VAD and recognizer
@@ -94,6 +96,8 @@ class AsrNode(ManagedNode):
 
     # ------------------------------------------------------------------ audio in (callbacks)
     def _on_info(self, msg: AudioInfo) -> None:
+        if self.mic is None:  # ungated: may arrive while cleanup tears the pipeline down
+            return
         r = self.mic.set_info(msg.coding_format, msg.sample_rate, msg.channels,
                               msg.sample_format)
         if r.changed and r.error:  # (rclpy: one severity per call site)
@@ -128,6 +132,8 @@ class AsrNode(ManagedNode):
 
     # ------------------------------------------------------------------ echo hook
     def _on_tts_info(self, msg: AudioInfo) -> None:
+        if self.feed is None:  # ungated, as _on_info
+            return
         try:
             self.feed.set_reference_format(parse_info("", msg.sample_rate, msg.channels,
                                                       msg.sample_format))
@@ -142,7 +148,8 @@ class AsrNode(ManagedNode):
             self.get_logger().error(f"audio/tts chunk dropped: {e}", throttle_duration_sec=5.0)
 
     def _on_event(self, msg: VoiceEvent) -> None:
-        if msg.type in (VoiceEvent.SPEAKING_STARTED, VoiceEvent.SPEAKING_STOPPED):
+        speaking = (VoiceEvent.SPEAKING_STARTED, VoiceEvent.SPEAKING_STOPPED)
+        if self.feed is not None and msg.type in speaking:
             summary = self.feed.speaking(msg.type == VoiceEvent.SPEAKING_STARTED,
                                          stamp_to_ns(msg.header.stamp))
             if msg.type == VoiceEvent.SPEAKING_STOPPED:

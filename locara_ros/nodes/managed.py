@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.node import Node
 
 from locara_ros.nodes.common import announce_ready, declare
 
@@ -46,7 +47,52 @@ def _refuse(response: Any, message: str) -> Any:
     return response
 
 
-class ManagedNode(LifecycleNode):
+class CallbackGuard:
+    """Mixin for rclpy nodes: a callback that raises is logged (throttled) and, for a service,
+    answered ``success=false`` with the error. An exception out of a callback would end rclpy's
+    executor, and with it the node."""
+
+    _callback_failures = 0
+
+    def _failed(self, what: str, e: Exception) -> str:
+        """A callback raised: log it (throttled) and keep the node running."""
+        self._callback_failures += 1
+        text = f"{what} failed: {type(e).__name__}: {e}"
+        self.get_logger().error(f"{text} ({self._callback_failures} callback failure(s) so far)",
+                                throttle_duration_sec=2.0)
+        return text
+
+    def _guard(self, what: str, callback: Callable) -> Callable:
+        """`callback`, its failures logged, never fatal (ManagedNode: the ungated callbacks, state
+        that must not be missed and a stop that must always work, run in every state)."""
+        @functools.wraps(callback)
+        def run(*args: Any) -> Any:
+            try:
+                return callback(*args)
+            except Exception as e:  # noqa: BLE001 - logged, never fatal
+                text = self._failed(what, e)
+                return _refuse(args[-1], text) if len(args) == 2 else None
+        return run
+
+
+class GuardedNode(CallbackGuard, Node):
+    """A plain (not managed) node whose subscription, service and timer callbacks are guarded:
+    mic_capture and turn_metrics."""
+
+    def create_subscription(self, msg_type, topic, callback, *args, **kw):
+        return super().create_subscription(msg_type, topic,
+                                           self._guard(f"message on {topic}", callback),
+                                           *args, **kw)
+
+    def create_service(self, srv_type, srv_name, callback, *args, **kw):
+        return super().create_service(srv_type, srv_name,
+                                      self._guard(f"call to {srv_name}", callback), *args, **kw)
+
+    def create_timer(self, period, callback, *args, **kw):
+        return super().create_timer(period, self._guard("timer", callback), *args, **kw)
+
+
+class ManagedNode(CallbackGuard, LifecycleNode):
     """Base of the model nodes. Subclasses implement ``setup()`` and ``teardown()``."""
 
     def __init__(self, name: str) -> None:
@@ -202,15 +248,6 @@ class ManagedNode(LifecycleNode):
             f"{what} while {self.state_label()}: ignored ({self._refused_while_inactive} so far; "
             f"`ros2 lifecycle set {self.get_name()} activate`)", throttle_duration_sec=5.0)
 
-    def _failed(self, what: str, e: Exception) -> str:
-        """A callback raised: log it (throttled) and keep the node running. An exception out of
-        a callback would end rclpy's executor, and with it the node."""
-        self._callback_failures += 1
-        text = f"{what} failed: {type(e).__name__}: {e}"
-        self.get_logger().error(f"{text} ({self._callback_failures} callback failure(s) so far)",
-                                throttle_duration_sec=2.0)
-        return text
-
     def _gate(self, kind: str, name: str, callback: Callable) -> Callable:
         if kind == "service":
             @functools.wraps(callback)
@@ -251,18 +288,6 @@ class ManagedNode(LifecycleNode):
             finally:
                 self._leave()
         return receive
-
-    def _guard(self, what: str, callback: Callable) -> Callable:
-        """Ungated (state that must not be missed, a stop that must always work): runs in every
-        state, but a failure is still logged, never fatal."""
-        @functools.wraps(callback)
-        def run(*args: Any) -> Any:
-            try:
-                return callback(*args)
-            except Exception as e:  # noqa: BLE001 - logged, never fatal
-                text = self._failed(what, e)
-                return _refuse(args[-1], text) if len(args) == 2 else None
-        return run
 
     def _track(self, kind: str, entity: Any) -> Any:
         if getattr(self, "_tracking", False):

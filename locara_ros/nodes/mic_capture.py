@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 from audio_common_msgs.msg import AudioDataStamped, AudioInfo
-from rclpy.node import Node
 
 from locara_ros.core import contract as C
 from locara_ros.core.audio import AudioFormat, encode_s16le
@@ -34,6 +33,7 @@ from locara_ros.nodes.common import (
     run_node,
     voice_event,
 )
+from locara_ros.nodes.managed import GuardedNode
 
 SOURCES = ("device", "file", "wyoming", "wyoming_client")
 
@@ -49,7 +49,7 @@ _LIMITS = {
 }
 
 
-class MicCaptureNode(Node):
+class MicCaptureNode(GuardedNode):
     def __init__(self) -> None:
         super().__init__("mic_capture")
         p = self._declare_parameters()
@@ -113,7 +113,7 @@ class MicCaptureNode(Node):
                 target=self._start_when_heard,
                 args=(int(p["wait_for_subscribers"]), services,
                       float(p["subscriber_timeout"])),
-                name="mic-starter")
+                name="mic-starter", daemon=True)
             self._starter.start()
         else:
             self.source.start()

@@ -4,8 +4,6 @@ what clock offsets between machines do to them).
 """
 from __future__ import annotations
 
-from rclpy.node import Node
-
 from locara_ros.core import contract as C
 from locara_ros.core.metrics import TurnTracker
 from locara_ros.msg import ReplyChunk, RobotCommand, Transcript, TurnMetrics, VoiceEvent
@@ -18,9 +16,10 @@ from locara_ros.nodes.common import (
     stamp_to_ns,
     subscription,
 )
+from locara_ros.nodes.managed import GuardedNode
 
 
-class TurnMetricsNode(Node):
+class TurnMetricsNode(GuardedNode):
     def __init__(self) -> None:
         super().__init__("turn_metrics")
         timeout = declare(self, "turn_timeout", 30.0,
