@@ -30,7 +30,7 @@ from locara_ros.core.vision import (
     frame_to_rgb,
     resize_to_fit,
 )
-from locara_ros.testing.camera_publisher import encode, scene
+from locara_ros.testing.camera_publisher import encode, png_declaring, scene
 from locara_ros.testing.tiny_vlm import make_tiny_vlm
 
 W, H = 64, 48
@@ -108,20 +108,6 @@ def test_a_broken_jpeg_body_passes_the_check_and_fails_decoding():
         frame_to_rgb(broken)
 
 
-def _png_declaring(width: int, height: int) -> bytes:
-    """A valid PNG of a few hundred bytes whose header declares width x height pixels."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    body = zlib.compress(bytes(1 + 3 * width) * 4, 9)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body)
-            + chunk(b"IEND", b""))
-
-
 def test_declared_size_is_read_from_the_header_without_decoding():
     for fmt in ("jpeg", "png"):
         data, _ = encode(SCENE, fmt)
@@ -129,12 +115,12 @@ def test_declared_size_is_read_from_the_header_without_decoding():
     ok, progressive = cv2.imencode(".jpg", np.zeros((30, 50, 3), np.uint8),
                                    [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
     assert declared_size(progressive.tobytes()) == (50, 30)
-    assert declared_size(_png_declaring(20000, 20000)) == (20000, 20000)
+    assert declared_size(png_declaring(20000, 20000)) == (20000, 20000)
     assert declared_size(b"\xff\xd8\xff\xe0\x00") is None
 
 
 def test_a_small_file_declaring_a_huge_image_is_refused_before_decoding():
-    bomb = CompressedFrame(_png_declaring(20000, 20000), "png")
+    bomb = CompressedFrame(png_declaring(20000, 20000), "png")
     assert len(bomb.data) < 2000
     with pytest.raises(FrameError, match="20000x20000 pixels .* over the limit"):
         bomb.check()

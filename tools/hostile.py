@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import struct
 import sys
 import threading
 import time
-import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,16 +32,6 @@ NONSENSE = {
     "tts": {"barge_in_min_speech": math.inf, "volume": math.nan},
 }
 MODEL_TEXT = "tell me a story about dragons"  # no template decides it: the model lane
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A valid PNG of a few hundred bytes whose header declares width x height pixels."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(bytes(1 + 3 * 64) * 4, 9)) + chunk(b"IEND", b""))
 
 
 def flood(client, requests: list, timeout: float) -> list:
@@ -74,10 +62,11 @@ def main() -> int:
     from locara_ros.core import contract as C
     from locara_ros.core.topology import TopologyOptions, build
     from locara_ros.msg import RobotCommand, Transcript
-    from locara_ros.nodes.common import publisher, qos_profile
+    from locara_ros.nodes.common import client, publisher, qos_profile
     from locara_ros.srv import AskVision, ParseCommand
     from locara_ros.testing.domain import DomainLease
     from locara_ros.testing.inprocess import RosHarness
+    from locara_ros.testing.camera_publisher import png_declaring
     from locara_ros.testing.processes import ProcessGroup, start_topology
     from locara_ros.testing.tiny_vlm import make_tiny_vlm
 
@@ -108,12 +97,12 @@ def main() -> int:
 
         # 1. nonsense parameters, one call each (a batch fails as a whole)
         for target, values in NONSENSE.items():
-            client = node.create_client(SetParameters, f"/{target}/set_parameters")
+            setter = node.create_client(SetParameters, f"/{target}/set_parameters")
             refused, reasons = 0, []
             for name, value in values.items():
                 req = SetParameters.Request(
                     parameters=[Parameter(name, value=value).to_parameter_msg()])
-                [res] = ros.call(client, req, timeout=15).results
+                [res] = ros.call(setter, req, timeout=15).results
                 refused += int(not res.successful and bool(res.reason))
                 reasons.append(f"{name}={value}: {res.reason or 'set!'}")
             row(f"ros2 param set nonsense on {target} ({', '.join(values)})",
@@ -121,7 +110,7 @@ def main() -> int:
                 f"{refused}/{len(values)} refused with a reason, e.g. '{reasons[0]}'")
 
         # 2. 20 concurrent vision/ask
-        ask = node.create_client(AskVision, C.VISION_ASK.name)
+        ask = client(node, C.VISION_ASK, AskVision)  # the contract's QoS: depth 100 both ways
         time.sleep(2.0)  # a camera frame has arrived
         answers = flood(ask, [AskVision.Request(question="what is on the table?")
                               for _ in range(20)], timeout=90)
@@ -133,7 +122,7 @@ def main() -> int:
             f"{answers.count(None)} unanswered")
 
         # 3. 50 concurrent voice/parse that need the model
-        parse = node.create_client(ParseCommand, C.PARSE.name)
+        parse = client(node, C.PARSE, ParseCommand)
         t0 = time.monotonic()
         results = flood(parse, [ParseCommand.Request(text=MODEL_TEXT, use_history=False,
                                                      publish=False) for _ in range(50)],

@@ -40,6 +40,21 @@ def scene(width: int, height: int, variant: int = 0) -> np.ndarray:
     return img
 
 
+def png_declaring(width: int, height: int) -> bytes:
+    """A valid PNG of a few hundred bytes whose header declares width x height pixels (a
+    decompression bomb for the vlm's pixel limit)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = zlib.compress(bytes(1 + 3 * width) * 4, 9)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body)
+            + chunk(b"IEND", b""))
+
+
 def encode(rgb: np.ndarray, encoding: str, *, pad: int = 0, bigendian: bool = False
            ) -> tuple[bytes, int]:
     """(data, step) of an RGB picture in a sensor_msgs/Image encoding, rows padded by `pad`
