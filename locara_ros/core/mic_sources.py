@@ -51,10 +51,18 @@ class Converter:
     drifts from that clock by more than `resync_s` (an overrun, a gap in a network stream), the
     clock is re-anchored to it, but never back before the end of the audio already emitted:
     stamps only go forward.
+
+    With `settle_s` > 0 (network streams, stamped on arrival) a late block moves the clock
+    forward only when the lateness lasts: every block of the last `settle_s` of audio arrived
+    more than `resync_s` late, and the clock moves by the smallest of those delays. A stall
+    that the peer then makes up with a burst (a busy sender or receiver: the owed audio arrives
+    at once, each block less late than the one before) is transit, not a gap in the audio, and
+    keeps the stamps continuous (CI: a 1-s stall of the test's sender made a 1-s step in the
+    stamps of continuous audio). A real gap is stamped as one `settle_s` later.
     """
 
     def __init__(self, rate_in: int, channels_in: int, out: OutputConfig,
-                 resync_s: float = 0.1) -> None:
+                 resync_s: float = 0.1, settle_s: float = 0.0) -> None:
         if rate_in <= 0 or channels_in <= 0:
             raise AudioFormatError(f"invalid input format: {rate_in} Hz, {channels_in} channel(s)")
         if out.channel >= channels_in:
@@ -65,6 +73,9 @@ class Converter:
         self._resampler = StreamResampler(self.rate_in, out.sample_rate)
         self._rechunker = Rechunker(out.chunk_samples)
         self._resync_ns = int(resync_s * NS)
+        self._settle_frames = int(round(settle_s * self.rate_in))
+        self._late_frames = 0  # input frames of the current run of late blocks
+        self._late_min_ns = 0  # the smallest lateness in that run
         self._anchor_ns: int | None = None  # capture time of input frame _anchor_frame
         self._anchor_frame = 0
         self._in_frames = 0  # input frames pushed so far
@@ -95,7 +106,20 @@ class Converter:
                 self._anchor_ns, self._anchor_frame = int(stamp_ns), self._in_frames
             else:
                 expected = self._frame_ns(self._in_frames)
-                if abs(int(stamp_ns) - expected) > self._resync_ns:
+                off = int(stamp_ns) - expected
+                if off > self._resync_ns and self._settle_frames:
+                    # late: re-anchor only once the lateness has lasted settle_s of audio
+                    self._late_min_ns = (off if self._late_frames == 0
+                                         else min(self._late_min_ns, off))
+                    self._late_frames += mono.shape[0]
+                    if self._late_frames >= self._settle_frames:
+                        log.debug("audio clock moved forward %.3f s (a gap in the stream)",
+                                  self._late_min_ns / 1e9)
+                        self._anchor_ns = expected + self._late_min_ns
+                        self._anchor_frame = self._in_frames
+                        self._late_frames = 0
+                elif abs(off) > self._resync_ns:
+                    self._late_frames = 0
                     log.debug("audio clock re-anchored (%.3f s off)", (stamp_ns - expected) / 1e9)
                     # never back before what is already out: stamps only go forward (a block
                     # that arrives early after a stall says the clock ran ahead, not that the
@@ -105,6 +129,8 @@ class Converter:
                     floor = self._out_end_ns + int(held * NS / self.rate_in)
                     self._anchor_ns = max(int(stamp_ns), floor)
                     self._anchor_frame = self._in_frames
+                else:
+                    self._late_frames = 0
         elif self._anchor_ns is None:
             self._anchor_ns, self._anchor_frame = 0, 0
         self._in_frames += mono.shape[0]
@@ -433,6 +459,9 @@ _WIDTH_FORMATS = {1: "U8", 2: "S16LE", 4: "S32LE"}
 # jitter, not a gap (CI: a sender in a busy process 0.23 s late made a 0.26-s step in the stamps
 # of continuous audio with the device sources' 0.1 s).
 NETWORK_RESYNC_S = 0.5
+# ... and a late stretch is a gap in the audio only when it lasts this much audio (a stall made up
+# by a burst is not: CI saw a 1-s stall of a busy sender, then the owed audio at once).
+NETWORK_SETTLE_S = 2.0
 
 
 class _WyomingStream:
@@ -441,7 +470,8 @@ class _WyomingStream:
     A stream may carry its own format (rate, width, channels); a chunk without audio-start, or
     in another format, (re)starts the stream on the chunk's format. Chunks are stamped with their
     arrival time less their duration (the peer's own timestamps are on the peer's clock), through
-    a sample clock that takes up to NETWORK_RESYNC_S of arrival jitter.
+    a sample clock that takes up to NETWORK_RESYNC_S of arrival jitter, and stalls that the peer
+    makes up within NETWORK_SETTLE_S of audio.
     `claim()` is asked when a stream begins (False: ignore it); `owns()` before each chunk.
     """
 
@@ -479,7 +509,7 @@ class _WyomingStream:
             # arrival times jitter (Wi-Fi, a busy sender or receiver): the sample clock absorbs
             # up to NETWORK_RESYNC_S of it and re-anchors only on a real gap in the stream
             self.conv = Converter(int(rate), int(channels), self.source.out,
-                                  resync_s=NETWORK_RESYNC_S)
+                                  resync_s=NETWORK_RESYNC_S, settle_s=NETWORK_SETTLE_S)
         except AudioFormatError as e:
             self.source.on_error(f"wyoming: {self.peer}: {e}; stream ignored")
             self.fmt = self.conv = None
