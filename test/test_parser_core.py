@@ -455,3 +455,29 @@ def test_a_server_that_cannot_be_reached_is_a_backend_error_not_garbage(schema):
     assert not outcome.success and outcome.command is None
     assert outcome.error_kind is ErrorKind.BACKEND and outcome.error.startswith("backend failed")
     assert outcome.reply == REPLY_BACKEND_FAILED
+
+
+def test_a_request_that_begins_with_a_stop_and_says_nothing_else_to_do_is_a_stop(rules):
+    """Held-out wording of a stop ("stop driving", "abort mission") must not wait for the model,
+    which might make "stop turning left" a turn; a rest that names a place, an object or a
+    number is a request of its own."""
+    for text in ("stop driving", "stop driving to the kitchen", "Stop turning left!",
+                 "abort mission", "cancel that", "stop the motors", "stop what you're doing",
+                 "stay where you are", "wait here", "please stop going", "enough talking"):
+        assert rules.is_stop(text), text
+        decision = rules.decide(text)
+        assert decision is not None and decision.command.action == "stop", text
+    for text in ("stop at the kitchen", "wait 5 seconds", "hold on to the cup", "don't stop",
+                 "hold the cup", "wait by the door", "what does stop mean"):
+        assert not rules.is_stop(text), text
+
+
+def test_no_labelled_request_that_is_not_a_stop_is_taken_for_one(rules):
+    import yaml
+    data = Path(__file__).resolve().parent / "data"
+    items = [item for name in ("utterances.yaml", "blind_requests.yaml")
+             for item in yaml.safe_load((data / name).read_text())["items"]]
+    texts = [item["text"] for item in items if item.get("action") != "stop"]
+    assert len(texts) > 250
+    assert not [t for t in texts if rules.is_stop(t)]
+    assert all(rules.is_stop(item["text"]) for item in items if item.get("action") == "stop")

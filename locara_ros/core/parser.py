@@ -56,10 +56,10 @@ from locara_ros.core.conversation import (
     follow_up,
     refers_back,
 )
-from locara_ros.core.grounding import Grounding, clauses, injection
+from locara_ros.core.grounding import Grounding, clauses, injection, said
 from locara_ros.core.intents import TemplateMatcher
 from locara_ros.core.json_stream import StreamingJsonReader
-from locara_ros.core.numbers import normalize_numbers
+from locara_ros.core.numbers import normalize_numbers, normalize_request, numbers_in
 from locara_ros.core.phonetic import Phonemizer, StopSoundAlike, espeak_or_none
 from locara_ros.core.prompts import few_shot_messages, system_prompt
 
@@ -193,6 +193,23 @@ def match_phrases(text: str, phrases: Iterable[str], filler: Iterable[str] = ())
     return bool(words) and state[len(words)] == 2
 
 
+def leading_stop(text: str, phrases: Iterable[str], filler: Iterable[str],
+                 names_something: Callable[[str], bool]) -> bool:
+    """The request begins with stop phrases (and filler) and the rest does not say what to do
+    instead: it is a gerund ("stop driving to the kitchen", "stop turning left") or it names
+    nothing the robot could act on ("stop the motors", "abort mission", "cancel that", "stay
+    where you are"). A rest that names something (`names_something`: a place, an object, a
+    number: "stop at the kitchen", "wait 5 seconds") is a request of its own, not a stop."""
+    words = normalize_words(text).split()
+    for i in range(len(words) - 1, 0, -1):  # the longest stop prefix first
+        if match_phrases(" ".join(words[:i]), phrases, filler):
+            rest = words[i:]
+            if len(rest[0]) > 4 and rest[0].endswith("ing"):
+                return True
+            return not names_something(" ".join(rest))
+    return False
+
+
 @dataclass
 class _Pending:
     command: Command
@@ -219,6 +236,12 @@ class CommandParser:
         self._system = system_prompt(schema)
         self._pending: _Pending | None = None
         self._lock = threading.Lock()
+        # what a user says for any enum value of the schema (places, objects, directions), less
+        # the words that point rather than name ("wait here", "stay right there": stops)
+        pointing = {"here", "there", "on"} | set(schema.stop.filler if schema.stop else ())
+        self._values = sorted({w for spec in schema.actions.values() for arg in spec.arguments
+                               if arg.enum is not None for v in arg.enum for w in arg.spoken(v)
+                               if w and w not in pointing})
         self.sound_alike: StopSoundAlike | None = None
         if schema.stop is not None and self.config.fast_path and self.config.stop_sounds_like > 0:
             phonemizer = phonemizer or espeak_or_none()
@@ -249,14 +272,22 @@ class CommandParser:
     # ------------------------------------------------------------------ rule-based paths
     def is_stop(self, text: str) -> bool:
         """The request is a stop: made only of stop phrases (and filler), or its last part
-        after a pause is ("no no, stop!", "turn left, wait, stop")."""
+        after a pause is ("no no, stop!", "turn left, wait, stop"), or it begins with one and
+        says nothing else to do (:func:`leading_stop`: "stop driving", "abort mission")."""
         stop = self.schema.stop
         if not self.config.fast_path or stop is None:
             return False
         if match_phrases(text, stop.phrases, stop.filler):
             return True
         parts = [p for p in re.split(r"[,.!?;]+|\s+(?:and then|and|then)\s+", text) if p.strip()]
-        return len(parts) > 1 and match_phrases(parts[-1], stop.phrases, stop.filler)
+        if len(parts) > 1 and match_phrases(parts[-1], stop.phrases, stop.filler):
+            return True
+        return leading_stop(text, stop.phrases, stop.filler, self._names_something)
+
+    def _names_something(self, text: str) -> bool:
+        """Does `text` say a number or a value of the schema (a place, an object)?"""
+        words = normalize_words(normalize_request(text))
+        return bool(numbers_in(text)) or any(said(v, words) for v in self._values)
 
     def sounds_like_stop(self, text: str, decision: Decision | None) -> str | None:
         """For a spoken final transcript: the stop phrase it sounds like, when no rule made a
