@@ -98,6 +98,23 @@ def test_reference_later_than_the_wait_is_still_not_speech(robot, silero):
     assert starts == [], f"the robot's echo was taken for speech at {[s / R for s in starts]} s"
 
 
+def test_user_is_heard_over_the_robot_while_its_reference_is_late(robot, user, silero):
+    """A mic that barely hears the loudspeaker (a headset, a far-away speaker: -40 dB) and a
+    reference that stops arriving for 1.5 s around the user's words (a busy machine): the user
+    talks at the robot's level and must be heard. The late-reference check once had a floor at
+    the default echo level (-20 dBFS) and gated the user until the robot had finished its reply
+    (bench/stop.py: a spoken "freeze" 7 s late)."""
+    turn2 = robot.size / R + 1.5  # seconds from the first turn's start to the second's
+    run = EchoRun([robot, robot], delay_ms=80, gain_db=-40.0, user=user, user_turn=1,
+                  user_offset_s=2.0, ref_stalls=[(turn2 + 1.8, 1.5)])
+    guard = EchoGuard("reference", R)
+    out, starts = run.run(guard, segmenter(silero), hold=True)
+    at = run.user_at
+    assert guard.stats["late_reference"] > 0
+    assert any(0 <= s - at < int(0.3 * R) for s in starts), (at / R, [s / R for s in starts])
+    assert np.corrcoef(out[at:at + user.size], user)[0, 1] > 0.9
+
+
 def test_lost_mic_audio_does_not_teach_the_filter(robot, silero):
     """Mic messages lost just before the echo path is found: the filter is trained only on audio
     that really arrived (zeros from a hole would teach it that the loudspeaker is silent)."""

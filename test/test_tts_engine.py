@@ -217,6 +217,29 @@ def test_streamed_reply_is_paced_and_reported(engine, synth):
     assert span > 0.7 * rec.audio_seconds(16000)
 
 
+def test_a_gap_between_sentences_is_played_as_silence(engine):
+    """A streamed reply whose second sentence comes 1 s after the first has played (the model
+    still writing): the sinks get silence in between, paced like speech, so the reference the
+    asr's echo guard waits for says the robot is silent there rather than nothing at all; when
+    the utterance ends, nothing more is written."""
+    sp, rec = engine()
+    sp.feed("u1", 0, "Hello there. How", False)
+    wait_until(lambda: rec.chunks, 10, what="first audio")
+    time.sleep(2.0)  # "Hello there." is ~0.8 s
+    sp.feed("u1", 1, " are you today?", True)
+    wait_until(lambda: rec.of("stopped"), 15, what="end of reply")
+    assert rec.of("stopped")[-1][2] == "Hello there. How are you today?"
+    chunks = list(rec.chunks)
+    plays = np.array([c[1] for c in chunks])
+    sizes = np.array([c[2].size for c in chunks])
+    gaps = plays[1:] - (plays[:-1] + sizes[:-1] / 16000)
+    assert np.abs(gaps).max() < 2e-3, gaps.max()  # one contiguous stream, the pause included
+    silent = [c for c in chunks if not c[2].any()]
+    assert sum(c[2].size for c in silent) / 16000 > 0.8
+    time.sleep(0.5)
+    assert len(rec.chunks) == len(chunks), "audio after the utterance ended"
+
+
 def test_stop_flushes_and_reports_the_spoken_part(engine):
     sp, rec = engine()
     utt = sp.say(LONG)

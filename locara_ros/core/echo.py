@@ -216,7 +216,7 @@ class EchoGuard:
         self._rng = np.random.default_rng(0)
         self.stats = {"blocks": 0, "adapted": 0, "double_talk": 0, "gated": 0,
                       "unconverged": 0, "no_reference": 0, "held": 0, "residue": 0,
-                      "restarts": 0}
+                      "restarts": 0, "late_reference": 0}
 
     # ---------------------------------------------------------------- public API
     def on_reference(self, samples: np.ndarray, t_ns: int) -> None:
@@ -329,18 +329,24 @@ class EchoGuard:
         # predict it from the loudest 16 ms there, not the mean (a mean over 0.5 s is diluted by
         # pauses, e.g. at the start of a turn, and a normal echo would then open the gate).
         ref_db = _peak_db(recent) if self.ref.hi is not None else -120.0
-        if self.ref.hi is not None and self.ref.hi < end - (self.delay or 0) \
+        if self._speaking and self.ref.hi is not None and self.ref.hi < end - (self.delay or 0) \
                 and self._gating(end):
             # This chunk's reference has not arrived (late past ref_wait_ms on a loaded
             # machine) while the robot speaks: what did arrive may end in a pause between words,
             # and the next syllable's echo then looked far louder than "the echo of silence"
             # and opened the gate as if the user talked (CI: the robot barged in on itself).
             # Judge it against the robot's loudest of the last LATE_SPAN_S instead, and learn
-            # nothing from a pair that does not belong together.
+            # nothing from a pair that does not belong together. Only while the robot speaks:
+            # after SPEAKING_STOPPED the reference is complete (the tail is judged by what the
+            # robot said last), and between sentences the tts plays silence, so a gap in its
+            # speech is not a late reference (bench/stop.py: both gated the user's "freeze").
+            self.stats["late_reference"] += 1
             span = int(LATE_SPAN_S * self.rate)
             late_db = _peak_db(self.ref.read(self.ref.hi - span, span))
-            expected = max(late_db + self.coupling_db, self.echo_db) if late_db > -60.0 \
-                else self.echo_db
+            # (Through the learnt coupling only: a floor at the default echo level, -20 dBFS,
+            # gated a user at -18..-40 dBFS whenever the reference lagged on a busy machine,
+            # where the mic had shown the robot's echo to be 90 dB under its output.)
+            expected = late_db + self.coupling_db if late_db > -60.0 else self.echo_db
         elif ref_db > -60.0:  # the reference predicts the echo level (a quieter one: noise)
             expected = ref_db + self.coupling_db
             if level <= expected + self.margin_db:  # echo: learn the coupling

@@ -665,7 +665,10 @@ class Speaker:
                 now = self.clock()
                 if self._current is None:
                     if not self._segments:
-                        self._cond.wait(0.05)
+                        if self._playing_utt is not None:
+                            self._fill_gap(now)  # mid-utterance: the next sentence is not ready
+                        else:
+                            self._cond.wait(0.05)
                         continue
                     seg = self._segments[0]
                     if seg.audio is None:  # end of utterance: wait until its audio has played
@@ -716,6 +719,28 @@ class Speaker:
                 if seg.pos >= seg.audio.size:
                     self._played.append(seg.text)
                     self._current = None
+
+    def _fill_gap(self, now: float) -> None:
+        """Between two sentences of one utterance whose next sentence is still being synthesized
+        (or generated): play silence, paced like speech. The sinks then say what the robot
+        plays, silence included: the asr's echo guard, which waits for the reference of every
+        moment the robot speaks, would otherwise take the missing reference for a late one and
+        judge the user's voice against the robot's loudest recent speech (bench/stop.py: a
+        "freeze" said in such a gap was gated until the reply ended, 7 s)."""
+        if self._next_play < now:
+            self._next_play = now + self.lead
+        wait = self._next_play - self.lead - now
+        if wait > 0.0005:
+            self._cond.wait(wait)
+            return
+        block = np.zeros(self.chunk, np.float32)
+        play_time = self._next_play
+        try:
+            for sink in self.sinks:
+                sink.write(block, play_time)
+        except Exception as e:  # noqa: BLE001 - a failing sink must not kill the player
+            log.error("audio output failed: %s", e)
+        self._next_play = play_time + block.size / self.rate
 
     def _gate_refused(self, seg: _Segment, duration: float, now: float) -> None:
         if not self.gate.enabled:
