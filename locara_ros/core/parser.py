@@ -193,6 +193,9 @@ def match_phrases(text: str, phrases: Iterable[str], filler: Iterable[str] = ())
     return bool(words) and state[len(words)] == 2
 
 
+LEADING_STOP_WORDS = 8  # "okay robot please stop right now": a stop prefix is never longer
+
+
 def leading_stop(text: str, phrases: Iterable[str], filler: Iterable[str],
                  names_something: Callable[[str], bool]) -> bool:
     """The request begins with stop phrases (and filler) and the rest does not say what to do
@@ -201,7 +204,9 @@ def leading_stop(text: str, phrases: Iterable[str], filler: Iterable[str],
     where you are"). A rest that names something (`names_something`: a place, an object, a
     number: "stop at the kitchen", "wait 5 seconds") is a request of its own, not a stop."""
     words = normalize_words(text).split()
-    for i in range(len(words) - 1, 0, -1):  # the longest stop prefix first
+    # the longest stop prefix first, of at most LEADING_STOP_WORDS words (this runs on every
+    # partial transcript and on typed requests of any length)
+    for i in range(min(len(words) - 1, LEADING_STOP_WORDS), 0, -1):
         if match_phrases(" ".join(words[:i]), phrases, filler):
             rest = words[i:]
             if len(rest[0]) > 4 and rest[0].endswith("ing"):
