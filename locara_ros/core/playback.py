@@ -705,17 +705,11 @@ class Speaker:
                 if wait > 0.0005:
                     self._cond.wait(wait)
                     continue
-                block = seg.audio[seg.pos:seg.pos + self.chunk]
-                block = self.gate.apply(block)
-                play_time = self._next_play
-                try:
-                    for sink in self.sinks:
-                        sink.write(block, play_time)
-                except Exception as e:  # noqa: BLE001 - a failing sink must not kill the player
-                    log.error("audio output failed: %s", e)
-                    self.listener.on_error(seg.utterance_id, f"audio output failed: {e}")
+                block = self.gate.apply(seg.audio[seg.pos:seg.pos + self.chunk])
+                failed = self._play(block)
+                if failed:
+                    self.listener.on_error(seg.utterance_id, failed)
                 seg.pos += block.size
-                self._next_play = play_time + block.size / self.rate
                 if seg.pos >= seg.audio.size:
                     self._played.append(seg.text)
                     self._current = None
@@ -733,14 +727,20 @@ class Speaker:
         if wait > 0.0005:
             self._cond.wait(wait)
             return
-        block = np.zeros(self.chunk, np.float32)
+        self._play(np.zeros(self.chunk, np.float32))
+
+    def _play(self, block: np.ndarray) -> str:
+        """Write one block to every sink at the next play time and move that on; '' or why the
+        output failed (logged; a failing sink must not kill the player)."""
         play_time = self._next_play
+        self._next_play = play_time + block.size / self.rate
         try:
             for sink in self.sinks:
                 sink.write(block, play_time)
         except Exception as e:  # noqa: BLE001 - a failing sink must not kill the player
             log.error("audio output failed: %s", e)
-        self._next_play = play_time + block.size / self.rate
+            return f"audio output failed: {e}"
+        return ""
 
     def _gate_refused(self, seg: _Segment, duration: float, now: float) -> None:
         if not self.gate.enabled:
